@@ -1,0 +1,188 @@
+"""RoFormer configuration: the fields of the reference ``config.json``, checked once.
+
+The same object configures all three backends. It reads and writes the ``config.json``
+that existing RoFormer checkpoints ship (``"model_type": "roformer"``) and keeps keys it
+does not know, so a round trip never drops information.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from roformer_core.errors import ConfigError
+from roformer_core.io import atomic_write_text
+
+#: Activations every backend implements. "gelu" is the exact erf form, "gelu_new" the tanh form.
+ACTIVATIONS = ("gelu", "gelu_new", "relu", "selu", "silu")
+PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
+CONFIG_NAME = "config.json"
+
+
+@dataclass
+class RoFormerConfig:
+    """Hyper-parameters of a RoFormer model, with the reference defaults.
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> cfg.embedding_size, cfg.head_dim
+        (32, 8)
+        >>> RoFormerConfig.from_dict(cfg.to_dict()) == cfg
+        True
+    """
+
+    vocab_size: int = 50000
+    embedding_size: int | None = None
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 1536
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    rotary_value: bool = False
+    use_cache: bool = True
+    is_decoder: bool = False
+    add_cross_attention: bool = False
+    tie_word_embeddings: bool = True
+    num_labels: int | None = None
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+    problem_type: str | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    #: Keys of a loaded config.json that RoFormer does not use; written back unchanged.
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.embedding_size is None:
+            self.embedding_size = self.hidden_size
+        if self.id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+        if self.num_labels is None:
+            self.num_labels = len(self.id2label) if self.id2label else 2
+        if self.id2label is None:
+            self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
+        if self.label2id is None:
+            self.label2id = {v: k for k, v in self.id2label.items()}
+        self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+        self.validate()
+
+    # -- checks ---------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first impossible field."""
+        positive = ("vocab_size", "embedding_size", "hidden_size", "num_hidden_layers",
+                    "num_attention_heads", "intermediate_size", "max_position_embeddings",
+                    "type_vocab_size", "num_labels")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"config field 'hidden_size' ({self.hidden_size}) must be divisible by "
+                f"'num_attention_heads' ({self.num_attention_heads})")
+        if self.head_dim % 2:
+            raise ConfigError(
+                f"config field 'hidden_size' gives an odd head size {self.head_dim} "
+                f"(hidden_size / num_attention_heads); rotary embeddings rotate pairs, so it must be even")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(f"config field 'hidden_act' is {self.hidden_act!r}; known: {', '.join(ACTIVATIONS)}")
+        if self.problem_type not in PROBLEM_TYPES:
+            raise ConfigError(f"config field 'problem_type' is {self.problem_type!r}; known: {PROBLEM_TYPES[1:]}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            p = getattr(self, name)
+            if not 0.0 <= p < 1.0:
+                raise ConfigError(f"config field {name!r} must be in [0, 1), got {p!r}")
+        if not self.layer_norm_eps > 0:
+            raise ConfigError(f"config field 'layer_norm_eps' must be positive, got {self.layer_norm_eps!r}")
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"config field 'pad_token_id' ({self.pad_token_id}) is outside the vocabulary")
+        if self.add_cross_attention and not self.is_decoder:
+            raise ConfigError("config field 'add_cross_attention' needs 'is_decoder' = true")
+        if len(self.id2label) != self.num_labels:
+            raise ConfigError(f"config field 'id2label' has {len(self.id2label)} labels, num_labels is {self.num_labels}")
+
+    @property
+    def head_dim(self) -> int:
+        """Size of one attention head, ``hidden_size // num_attention_heads``."""
+        return self.hidden_size // self.num_attention_heads
+
+    # -- (de)serialisation --------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RoFormerConfig":
+        """Build from a ``config.json`` dictionary; unknown keys are kept in ``extra``."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        extra = {k: v for k, v in data.items() if k not in known}
+        extra.pop("model_type", None)
+        kwargs = {k: v for k, v in data.items() if k in known}
+        try:
+            return cls(**kwargs, extra=extra)
+        except TypeError as e:  # a field of the wrong JSON type
+            raise ConfigError(f"bad config: {e}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``config.json`` dictionary (reference key names, ``model_type`` first)."""
+        out: dict[str, Any] = {"model_type": "roformer"}
+        out.update(copy.deepcopy(self.extra))
+        for f in fields(self):
+            if f.name != "extra":
+                out[f.name] = copy.deepcopy(getattr(self, f.name))
+        out["id2label"] = {str(k): v for k, v in self.id2label.items()}
+        out["architectures"] = out.get("architectures")
+        if out["architectures"] is None:
+            del out["architectures"]
+        return out
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> "RoFormerConfig":
+        """Read a ``config.json`` file (or the one inside a checkpoint folder).
+
+        Example:
+            >>> import tempfile
+            >>> d = tempfile.mkdtemp(); RoFormerConfig(hidden_size=64, num_attention_heads=4).save(d)
+            >>> RoFormerConfig.from_json_file(d).hidden_size
+            64
+        """
+        path = os.fspath(path)
+        if os.path.isdir(path):
+            path = os.path.join(path, CONFIG_NAME)
+        if not os.path.isfile(path):
+            raise ConfigError(f"no config found at {path}")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid JSON: {e}") from None
+        if isinstance(data, dict) and data.get("model_type", "roformer") != "roformer":
+            raise ConfigError(f"{path} describes a {data.get('model_type')!r} model, not 'roformer'")
+        return cls.from_dict(data)
+
+    def save(self, directory: str | os.PathLike) -> str:
+        """Write ``config.json`` into ``directory`` atomically; returns its path."""
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(os.fspath(directory), CONFIG_NAME)
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+        return path
+
+    def replace(self, **changes: Any) -> "RoFormerConfig":
+        """A copy with some fields changed (and checked again)."""
+        data = self.to_dict()
+        data.update(changes)
+        if "hidden_size" in changes and "embedding_size" not in changes and self.embedding_size == self.hidden_size:
+            data["embedding_size"] = None
+        if "num_labels" in changes and "id2label" not in changes:
+            data["id2label"] = data["label2id"] = None
+        return RoFormerConfig.from_dict(data)

@@ -1,0 +1,793 @@
+"""RoFormer in PyTorch, top to bottom.
+
+The module tree and attribute names are those of the reference PyTorch RoFormer, so
+``state_dict()`` names are the canonical checkpoint names (``roformer_core.checkpoint``).
+The other two backends (``roformer_tf``, ``roformer_flax``) define the same classes in the
+same order; read them side by side.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from roformer_core import checkpoint as ckpt_lib
+from roformer_core.config import RoFormerConfig
+from roformer_core.errors import CheckpointError, InputError
+from roformer_core.generation import generate as generate_loop
+from roformer_core.inputs import check_ids_range, check_shapes
+from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
+                                   SequenceClassifierOutput, TokenClassifierOutput)
+from roformer_core.rotary import rotary_sin_cos, table_rows
+from roformer_core.safetensors_io import STORAGE
+
+ACT2FN = {
+    "gelu": nn.GELU(),
+    "gelu_new": nn.GELU(approximate="tanh"),
+    "relu": nn.ReLU(),
+    "selu": nn.SELU(),
+    "silu": nn.SiLU(),
+}
+
+
+# -- encoder ------------------------------------------------------------------------------
+class RoFormerEmbeddings(nn.Module):
+    """word + token-type embeddings -> LayerNorm -> dropout (no position embedding: RoPE)."""
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.embedding_size)
+        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros(inputs_embeds.shape[:-1], dtype=torch.long, device=inputs_embeds.device)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...) on the last axis."""
+    pairs = x.unflatten(-1, (-1, 2))
+    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+
+
+def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` [batch, heads, seq, head_dim] by the angles of its positions."""
+    return x * cos + rotate_pairs(x) * sin
+
+
+class RoFormerSelfAttention(nn.Module):
+    """Multi-head attention with rotary q/k (and v when ``rotary_value``); also cross-attention."""
+
+    def __init__(self, config: RoFormerConfig, is_cross_attention: bool = False):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_prob = config.attention_probs_dropout_prob
+        self.rotary_value = config.rotary_value
+        self.is_cross_attention = is_cross_attention
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def forward(self, hidden_states, attention_mask=None, sin_cos=None, head_mask=None, encoder_hidden_states=None,
+                past_key_value=None, output_attentions=False):
+        query = self.split_heads(self.query(hidden_states))
+        if self.is_cross_attention:
+            if past_key_value is not None:  # the encoder's keys/values do not change while decoding
+                key, value = past_key_value
+            else:
+                key = self.split_heads(self.key(encoder_hidden_states))
+                value = self.split_heads(self.value(encoder_hidden_states))
+        else:
+            sin, cos = sin_cos
+            key = self.split_heads(self.key(hidden_states))
+            value = self.split_heads(self.value(hidden_states))
+            query, key = apply_rotary(query, sin, cos), apply_rotary(key, sin, cos)
+            if self.rotary_value:
+                value = apply_rotary(value, sin, cos)
+            if past_key_value is not None:  # cached keys/values are already rotated
+                key = torch.cat([past_key_value[0], key], dim=2)
+                value = torch.cat([past_key_value[1], value], dim=2)
+        dropout = self.dropout_prob if self.training else 0.0
+        if output_attentions or head_mask is not None:
+            scores = query @ key.transpose(-1, -2) / math.sqrt(self.head_dim)
+            if attention_mask is not None:
+                scores = scores + attention_mask
+            probs = F.dropout(scores.softmax(dim=-1), dropout, self.training)
+            if head_mask is not None:
+                probs = probs * head_mask
+            context = probs @ value
+        else:
+            probs = None
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=attention_mask, dropout_p=dropout)
+        context = context.transpose(1, 2).flatten(-2)
+        return context, probs, (key, value)
+
+
+class RoFormerSelfOutput(nn.Module):
+    """dense -> dropout -> residual -> LayerNorm."""
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class RoFormerAttention(nn.Module):
+    """Self (or cross) attention followed by its output block."""
+
+    def __init__(self, config: RoFormerConfig, is_cross_attention: bool = False):
+        super().__init__()
+        self.self = RoFormerSelfAttention(config, is_cross_attention)
+        self.output = RoFormerSelfOutput(config)
+
+    def forward(self, hidden_states, attention_mask=None, sin_cos=None, head_mask=None, encoder_hidden_states=None,
+                past_key_value=None, output_attentions=False):
+        context, probs, present = self.self(hidden_states, attention_mask, sin_cos, head_mask, encoder_hidden_states,
+                                            past_key_value, output_attentions)
+        return self.output(context, hidden_states), probs, present
+
+
+class RoFormerIntermediate(nn.Module):
+    """dense -> activation."""
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states):
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class RoFormerOutput(nn.Module):
+    """dense -> dropout -> residual -> LayerNorm."""
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class RoFormerLayer(nn.Module):
+    """attention -> (cross-attention) -> feed-forward, post-LayerNorm."""
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.attention = RoFormerAttention(config)
+        if config.is_decoder and config.add_cross_attention:
+            self.crossattention = RoFormerAttention(config, is_cross_attention=True)
+        self.intermediate = RoFormerIntermediate(config)
+        self.output = RoFormerOutput(config)
+
+    def forward(self, hidden_states, attention_mask=None, sin_cos=None, head_mask=None, encoder_hidden_states=None,
+                encoder_attention_mask=None, past_key_value=None, output_attentions=False):
+        self_past = past_key_value[:2] if past_key_value is not None else None
+        hidden_states, self_probs, present = self.attention(
+            hidden_states, attention_mask, sin_cos, head_mask, past_key_value=self_past,
+            output_attentions=output_attentions)
+        cross_probs = None
+        if encoder_hidden_states is not None:
+            if not hasattr(self, "crossattention"):
+                raise InputError("encoder_hidden_states given, but the config has no cross-attention "
+                                 "(set is_decoder=True and add_cross_attention=True)")
+            cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
+            hidden_states, cross_probs, cross_present = self.crossattention(
+                hidden_states, encoder_attention_mask, None, head_mask, encoder_hidden_states, cross_past,
+                output_attentions)
+            present = present + cross_present
+        hidden_states = self.output(self.intermediate(hidden_states), hidden_states)
+        return hidden_states, self_probs, cross_probs, present
+
+
+class RoFormerEncoder(nn.Module):
+    """The stack of layers; owns the rotary table (a constant, never a parameter)."""
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.config = config
+        self.layer = nn.ModuleList([RoFormerLayer(config) for _ in range(config.num_hidden_layers)])
+        self._rotary: dict = {}
+
+    def sin_cos(self, past_length: int, seq_length: int, device, dtype):
+        """Rotary sin/cos for positions ``past_length .. past_length + seq_length``."""
+        key = (device, dtype)
+        rows = past_length + seq_length
+        if key not in self._rotary or self._rotary[key][0].shape[0] < rows:
+            n = table_rows(rows, self.config.max_position_embeddings)
+            sin, cos = rotary_sin_cos(n, self.config.head_dim, dtype=np.float32)
+            self._rotary[key] = tuple(torch.from_numpy(t).to(device=device, dtype=dtype) for t in (sin, cos))
+        sin, cos = self._rotary[key]
+        return sin[past_length:rows], cos[past_length:rows]
+
+    def forward(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
+                encoder_attention_mask=None, past_key_values=None, use_cache=False, output_attentions=False,
+                output_hidden_states=False):
+        past_length = past_key_values[0][0].shape[2] if past_key_values is not None else 0
+        sin_cos = self.sin_cos(past_length, hidden_states.shape[1], hidden_states.device, hidden_states.dtype)
+        all_hidden, all_attn, all_cross, presents = [], [], [], []
+        for i, layer in enumerate(self.layer):
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            hidden_states, probs, cross, present = layer(
+                hidden_states, attention_mask, sin_cos, None if head_mask is None else head_mask[i],
+                encoder_hidden_states, encoder_attention_mask,
+                None if past_key_values is None else past_key_values[i], output_attentions)
+            if use_cache:
+                presents.append(present)
+            if output_attentions:
+                all_attn.append(probs)
+                if cross is not None:
+                    all_cross.append(cross)
+        if output_hidden_states:
+            all_hidden.append(hidden_states)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states,
+            past_key_values=tuple(presents) if use_cache else None,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            attentions=tuple(all_attn) if output_attentions else None,
+            cross_attentions=tuple(all_cross) if output_attentions and all_cross else None,
+        )
+
+
+# -- heads' building blocks -------------------------------------------------------------
+class RoFormerPredictionHeadTransform(nn.Module):
+    """dense(H -> E) -> activation -> LayerNorm(E)."""
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        self.transform_act_fn = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+
+    def forward(self, hidden_states):
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class RoFormerLMPredictionHead(nn.Module):
+    """transform -> decoder (the word embeddings, tied unless the config unties them) + bias."""
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.transform = RoFormerPredictionHeadTransform(config)
+        if not config.tie_word_embeddings:
+            self.decoder = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden_states, word_embeddings):
+        weight = self.decoder.weight if hasattr(self, "decoder") else word_embeddings
+        return F.linear(self.transform(hidden_states), weight, self.bias)
+
+
+class RoFormerOnlyMLMHead(nn.Module):
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.predictions = RoFormerLMPredictionHead(config)
+
+    def forward(self, sequence_output, word_embeddings):
+        return self.predictions(sequence_output, word_embeddings)
+
+
+class RoFormerClassificationHead(nn.Module):
+    """First token -> dropout -> dense -> hidden_act -> dropout -> out_proj."""
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+        self.act = ACT2FN[config.hidden_act]
+
+    def forward(self, features):
+        x = self.dropout(features[:, 0, :])
+        x = self.dropout(self.act(self.dense(x)))
+        return self.out_proj(x)
+
+
+# -- losses -----------------------------------------------------------------------------
+def lm_loss(logits, labels):
+    """Cross-entropy over the vocabulary; label -100 is ignored."""
+    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
+
+
+def classification_loss(logits, labels, config: RoFormerConfig):
+    """Regression (MSE), single-label (cross-entropy) or multi-label (BCE) by ``problem_type``."""
+    problem = config.problem_type
+    if problem is None:
+        if config.num_labels == 1:
+            problem = "regression"
+        elif labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+            problem = "single_label_classification"
+        else:
+            problem = "multi_label_classification"
+    if problem == "regression":
+        return F.mse_loss(logits.squeeze(-1).float(), labels.squeeze(-1).float()) if config.num_labels == 1 \
+            else F.mse_loss(logits.float(), labels.float())
+    if problem == "single_label_classification":
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+def span_loss(start_logits, end_logits, start_positions, end_positions):
+    """Mean of start and end cross-entropy; positions outside the sequence are ignored."""
+    ignored = start_logits.shape[1]
+    start = start_positions.reshape(-1).clamp(0, ignored)
+    end = end_positions.reshape(-1).clamp(0, ignored)
+    return (F.cross_entropy(start_logits.float(), start, ignore_index=ignored)
+            + F.cross_entropy(end_logits.float(), end, ignore_index=ignored)) / 2
+
+
+# -- shared model behaviour: init, loading, saving ------------------------------------------
+class RoFormerPreTrainedModel(nn.Module):
+    """Initialisation, ``from_pretrained`` / ``save_pretrained`` / ``from_config`` for every class."""
+
+    head = "model"
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.config = config
+
+    def init_weights(self):
+        """Reference initialisation: normal(0, initializer_range) matrices, zero biases, unit LayerNorm."""
+        std = self.config.initializer_range
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    nn.init.normal_(module.weight, 0.0, std)
+                    if isinstance(module, nn.Linear) and module.bias is not None:
+                        nn.init.zeros_(module.bias)
+                elif isinstance(module, nn.LayerNorm):
+                    nn.init.ones_(module.weight)
+                    nn.init.zeros_(module.bias)
+                elif isinstance(module, RoFormerLMPredictionHead):
+                    nn.init.zeros_(module.bias)
+            for module in self.modules():  # after the loop, which visits parents first
+                if isinstance(module, RoFormerEmbeddings):  # the reference zeroes the padding row
+                    module.word_embeddings.weight[self.config.pad_token_id].zero_()
+
+    @classmethod
+    def from_config(cls, config: RoFormerConfig, dtype: Optional[torch.dtype] = None, device=None):
+        """A freshly initialised model.
+
+        Example:
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+            ...                      num_attention_heads=4, intermediate_size=64)
+            >>> RoFormerModel.from_config(cfg).config.hidden_size
+            32
+        """
+        return cls(config).to(device=device, dtype=dtype)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype: Optional[torch.dtype] = None, device=None,
+                        config: Optional[RoFormerConfig] = None, **config_overrides):
+        """Load a canonical checkpoint folder (or a reference PyTorch one).
+
+        ``dtype=None`` keeps the stored float dtype; keyword overrides change the config
+        (``num_labels=3``, ``hidden_dropout_prob=0.0`` ...). A bare-model checkpoint loads into
+        a head model (the head is initialised, and a warning says so).
+
+        Example:
+            >>> import tempfile
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+            ...                      num_attention_heads=4, intermediate_size=64)
+            >>> d = tempfile.mkdtemp(); RoFormerForMaskedLM(cfg).save_pretrained(d)
+            >>> RoFormerForMaskedLM.from_pretrained(d).config.vocab_size
+            100
+        """
+        path = os.fspath(path)
+        if os.path.isdir(path) and os.path.isfile(os.path.join(path, "pytorch_model.bin")) \
+                and not os.path.isfile(os.path.join(path, ckpt_lib.WEIGHTS_NAME)) \
+                and not os.path.isfile(os.path.join(path, ckpt_lib.WEIGHTS_INDEX_NAME)):
+            store = _BinCheckpoint(path, config)
+        else:
+            store = ckpt_lib.Checkpoint(path, config)
+        config = store.config.replace(**config_overrides) if config_overrides else store.config
+        plan = ckpt_lib.plan_load({n: store.shape(n) for n in store.names()}, config, cls.head)
+        if dtype is None:
+            tag = store.dtype(next(iter(plan.sources.values())))
+            dtype = {"F16": torch.float16, "BF16": torch.bfloat16}.get(tag, torch.float32)
+        model = cls(config).to(dtype=dtype)
+        state = model.state_dict()
+        with torch.no_grad():
+            for name, source in plan.sources.items():
+                state[name].copy_(_to_torch(store.get(source), store.dtype(source)))
+        plan.report(cls.__name__)
+        return model.to(device=device).eval()
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (canonical names, the model's dtype), atomically."""
+
+        def tensors():
+            for name, tensor in self.state_dict().items():
+                yield name, _to_numpy(tensor)
+
+        tags = {n: "BF16" for n, t in self.state_dict().items() if t.dtype == torch.bfloat16}
+        ckpt_lib.save_checkpoint(directory, self.config, tensors(), tags=tags)
+
+    def check_inputs(self, input_ids, attention_mask, token_type_ids, inputs_embeds, past_length):
+        if input_ids is None and inputs_embeds is None:
+            raise InputError("give input_ids or inputs_embeds")
+        if input_ids is not None and inputs_embeds is not None:
+            raise InputError("give input_ids or inputs_embeds, not both")
+        if input_ids is not None:
+            if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex():
+                raise InputError(f"input_ids must be an integer torch.Tensor, got "
+                                 f"{getattr(input_ids, 'dtype', type(input_ids).__name__)}")
+            if input_ids.numel():
+                check_ids_range("input_ids", int(input_ids.min()), int(input_ids.max()), self.config.vocab_size,
+                                "vocab_size")
+        shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:-1])
+        if token_type_ids is not None and token_type_ids.numel():
+            check_ids_range("token_type_ids", int(token_type_ids.min()), int(token_type_ids.max()),
+                            self.config.type_vocab_size, "type_vocab_size")
+        check_shapes(shape, None if attention_mask is None else tuple(attention_mask.shape), past_length,
+                     None if token_type_ids is None else tuple(token_type_ids.shape))
+
+
+class _BinCheckpoint:
+    """A reference ``pytorch_model.bin``, read with ``weights_only=True`` (no pickled code runs)."""
+
+    def __init__(self, path: str, config: Optional[RoFormerConfig]):
+        file = os.path.join(path, "pytorch_model.bin")
+        try:
+            try:
+                self.state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+                self.state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a bad pickle
+            raise CheckpointError(f"{file} is not a readable PyTorch weights file: {e}") from None
+        self.config = config or RoFormerConfig.from_json_file(path)
+
+    def names(self):
+        return list(self.state)
+
+    def shape(self, name):
+        return tuple(self.state[name].shape)
+
+    def dtype(self, name):
+        return {torch.float16: "F16", torch.bfloat16: "BF16"}.get(self.state[name].dtype, "F32")
+
+    def get(self, name):
+        return self.state[name]
+
+
+def _to_torch(array, tag: str) -> torch.Tensor:
+    if isinstance(array, torch.Tensor):
+        return array
+    with warnings.catch_warnings():  # memory-mapped views are read-only; we only copy from them
+        warnings.simplefilter("ignore", UserWarning)
+        tensor = torch.from_numpy(np.asarray(array))
+    return tensor.view(torch.bfloat16) if tag == "BF16" else tensor
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(STORAGE["BF16"])
+    return tensor.numpy()
+
+
+def _extended_mask(attention_mask, input_shape, past_length, is_decoder, dtype, device):
+    """Additive mask [batch, 1, q, k] (or [batch, 1, 1, k]); None when nothing is masked."""
+    batch, seq = input_shape
+    total = past_length + seq
+    mask = None
+    if attention_mask is not None:
+        mask = attention_mask[:, None, :, :] if attention_mask.dim() == 3 else attention_mask[:, None, None, :]
+        mask = mask.to(dtype=torch.bool)
+    if is_decoder:  # each query sees the cache and itself and what came before
+        q = torch.arange(past_length, total, device=device)[:, None]
+        causal = (torch.arange(total, device=device)[None, :] <= q)[None, None]
+        mask = causal if mask is None else mask & causal
+    if mask is None:
+        return None
+    return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, torch.finfo(dtype).min)
+
+
+def _head_mask(head_mask, num_layers, dtype):
+    """[heads] or [layers, heads] -> [layers, 1, heads, 1, 1] (or None)."""
+    if head_mask is None:
+        return None
+    if head_mask.dim() == 1:
+        head_mask = head_mask[None].expand(num_layers, -1)
+    return head_mask[:, None, :, None, None].to(dtype)
+
+
+# -- the models ---------------------------------------------------------------------------
+class RoFormerModel(RoFormerPreTrainedModel):
+    """The bare RoFormer encoder (or decoder, with ``is_decoder``).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> model = RoFormerModel(cfg).eval()
+        >>> model(torch.tensor([[2, 5, 7, 3]])).last_hidden_state.shape
+        torch.Size([1, 4, 32])
+    """
+
+    head = "model"
+
+    def __init__(self, config: RoFormerConfig, initialise: bool = True):
+        super().__init__(config)
+        self.embeddings = RoFormerEmbeddings(config)
+        if config.embedding_size != config.hidden_size:
+            self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
+        self.encoder = RoFormerEncoder(config)
+        if initialise:  # a head model initialises everything once, itself included
+            self.init_weights()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
+                output_attentions=False, output_hidden_states=False, return_dict=True):
+        past_length = past_key_values[0][0].shape[2] if past_key_values is not None else 0
+        self.check_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds, past_length)
+        use_cache = self.config.is_decoder and (self.config.use_cache if use_cache is None else use_cache)
+        hidden = self.embeddings(input_ids, token_type_ids, inputs_embeds)
+        if hasattr(self, "embeddings_project"):
+            hidden = self.embeddings_project(hidden)
+        mask = _extended_mask(attention_mask, hidden.shape[:2], past_length, self.config.is_decoder, hidden.dtype,
+                              hidden.device)
+        encoder_mask = None
+        if encoder_hidden_states is not None and encoder_attention_mask is not None:
+            encoder_mask = _extended_mask(encoder_attention_mask, encoder_hidden_states.shape[:2], 0, False,
+                                          hidden.dtype, hidden.device)
+        out = self.encoder(hidden, mask, _head_mask(head_mask, self.config.num_hidden_layers, hidden.dtype),
+                           encoder_hidden_states, encoder_mask, past_key_values, use_cache, output_attentions,
+                           output_hidden_states)
+        return out if return_dict else out.to_tuple()
+
+
+class RoFormerForMaskedLM(RoFormerPreTrainedModel):
+    """RoFormer with the masked-language-model head.
+
+    ``prediction_mask`` (bool [batch, seq]) computes vocabulary logits only where it is True,
+    returning ``[num_true, vocab]``: fill-mask needs them only at the [MASK] positions, and the
+    vocabulary projection is a third of the base model's FLOPs.
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> model = RoFormerForMaskedLM(cfg).eval()
+        >>> ids = torch.tensor([[2, 5, 4, 3]])
+        >>> model(ids).logits.shape, model(ids, prediction_mask=ids == 4).logits.shape
+        (torch.Size([1, 4, 100]), torch.Size([1, 100]))
+    """
+
+    head = "masked_lm"
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__(config)
+        self.roformer = RoFormerModel(config, initialise=False)
+        self.cls = RoFormerOnlyMLMHead(config)
+        self.init_weights()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                labels=None, output_attentions=False, output_hidden_states=False, return_dict=True,
+                prediction_mask=None):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        sequence = out.last_hidden_state
+        if prediction_mask is not None:
+            sequence = sequence[prediction_mask]
+            labels = labels[prediction_mask] if labels is not None else None
+        logits = self.cls(sequence, self.roformer.embeddings.word_embeddings.weight)
+        loss = lm_loss(logits, labels) if labels is not None else None
+        result = MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class RoFormerForCausalLM(RoFormerPreTrainedModel):
+    """RoFormer decoder with the LM head: causal mask, cache, cross-attention, ``generate``.
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64, is_decoder=True)
+        >>> model = RoFormerForCausalLM(cfg).eval()
+        >>> model.generate(torch.tensor([[2, 5]]), max_new_tokens=3).shape
+        torch.Size([1, 5])
+    """
+
+    head = "causal_lm"
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__(config)
+        if not config.is_decoder:
+            warnings.warn("RoFormerForCausalLM with is_decoder=False has no causal mask; set is_decoder=True",
+                          stacklevel=2)
+        self.roformer = RoFormerModel(config, initialise=False)
+        self.cls = RoFormerOnlyMLMHead(config)
+        self.init_weights()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, labels=None,
+                use_cache=None, output_attentions=False, output_hidden_states=False, return_dict=True):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            encoder_hidden_states, encoder_attention_mask, past_key_values, use_cache,
+                            output_attentions, output_hidden_states)
+        logits = self.cls(out.last_hidden_state, self.roformer.embeddings.word_embeddings.weight)
+        loss = None
+        if labels is not None:  # predict token t+1 from positions up to t
+            loss = lm_loss(logits[:, :-1], labels[:, 1:])
+        result = CausalLMOutput(loss, logits, out.past_key_values, out.hidden_states, out.attentions,
+                                out.cross_attentions)
+        return result if return_dict else result.to_tuple()
+
+    @torch.no_grad()
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id=None, pad_token_id=None,
+                 seed=None, encoder_hidden_states=None, encoder_attention_mask=None) -> torch.Tensor:
+        """Greedy or sampled continuation (temperature, top-k, top-p) using the key/value cache."""
+        device = self.roformer.embeddings.word_embeddings.weight.device
+
+        def step(new_ids, mask, past):
+            out = self(torch.as_tensor(new_ids, device=device), torch.as_tensor(mask, device=device),
+                       encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
+                       past_key_values=past, use_cache=True)
+            return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
+
+        ids = generate_loop(step, _numpy(input_ids), None if attention_mask is None else _numpy(attention_mask),
+                            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                            top_k=top_k, top_p=top_p, eos_token_id=eos_token_id,
+                            pad_token_id=self.config.pad_token_id if pad_token_id is None else pad_token_id,
+                            seed=seed)
+        return torch.as_tensor(ids, device=device)
+
+
+def _numpy(x):
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+class RoFormerForSequenceClassification(RoFormerPreTrainedModel):
+    """RoFormer with a sentence-level head on the first token (regression, single- or multi-label).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64, num_labels=3)
+        >>> RoFormerForSequenceClassification(cfg)(torch.tensor([[2, 5, 3]])).logits.shape
+        torch.Size([1, 3])
+    """
+
+    head = "sequence_classification"
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__(config)
+        self.roformer = RoFormerModel(config, initialise=False)
+        self.classifier = RoFormerClassificationHead(config)
+        self.init_weights()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                labels=None, output_attentions=False, output_hidden_states=False, return_dict=True):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.classifier(out.last_hidden_state)
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class RoFormerForMultipleChoice(RoFormerPreTrainedModel):
+    """RoFormer scoring each choice from its last position; inputs are [batch, choices, seq].
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> RoFormerForMultipleChoice(cfg)(torch.tensor([[[2, 5, 3], [2, 6, 3]]])).logits.shape
+        torch.Size([1, 2])
+    """
+
+    head = "multiple_choice"
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__(config)
+        self.roformer = RoFormerModel(config, initialise=False)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        self.init_weights()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                labels=None, output_attentions=False, output_hidden_states=False, return_dict=True):
+        first = input_ids if input_ids is not None else inputs_embeds
+        if first is None or first.dim() < 3:
+            raise InputError("multiple choice inputs must be [batch, num_choices, seq]")
+        num_choices = first.shape[1]
+
+        def flat(x):
+            return None if x is None else x.flatten(0, 1)
+
+        out = self.roformer(flat(input_ids), flat(attention_mask), flat(token_type_ids), head_mask,
+                            flat(inputs_embeds), output_attentions=output_attentions,
+                            output_hidden_states=output_hidden_states)
+        # the reference summarises each choice by its LAST position, even when that is padding
+        logits = self.classifier(out.last_hidden_state[:, -1]).view(-1, num_choices)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class RoFormerForTokenClassification(RoFormerPreTrainedModel):
+    """RoFormer with a per-token classifier (NER, POS tagging).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64, num_labels=5)
+        >>> RoFormerForTokenClassification(cfg)(torch.tensor([[2, 5, 3]])).logits.shape
+        torch.Size([1, 3, 5])
+    """
+
+    head = "token_classification"
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__(config)
+        self.roformer = RoFormerModel(config, initialise=False)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_weights()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                labels=None, output_attentions=False, output_hidden_states=False, return_dict=True):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.classifier(self.dropout(out.last_hidden_state))
+        loss = lm_loss(logits, labels) if labels is not None else None
+        result = TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class RoFormerForQuestionAnswering(RoFormerPreTrainedModel):
+    """RoFormer with span start/end logits (extractive QA).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> out = RoFormerForQuestionAnswering(cfg)(torch.tensor([[2, 5, 3]]))
+        >>> out.start_logits.shape, out.end_logits.shape
+        (torch.Size([1, 3]), torch.Size([1, 3]))
+    """
+
+    head = "question_answering"
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__(config)
+        self.roformer = RoFormerModel(config, initialise=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.init_weights()
+
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                start_positions=None, end_positions=None, output_attentions=False, output_hidden_states=False,
+                return_dict=True):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+        result = QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+
+MODEL_CLASSES = {cls.head: cls for cls in (
+    RoFormerModel, RoFormerForMaskedLM, RoFormerForCausalLM, RoFormerForSequenceClassification,
+    RoFormerForMultipleChoice, RoFormerForTokenClassification, RoFormerForQuestionAnswering)}
