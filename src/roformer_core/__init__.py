@@ -15,7 +15,9 @@ from roformer_core.checkpoint import HEADS, Checkpoint, canonical_spec, plan_loa
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import CheckpointError, ConfigError, InputError, RoFormerError
 from roformer_core.rotary import apply_rotary, rotary_sin_cos, sinusoidal_table
+from roformer_core.tokenizer import BatchEncoding, RoFormerTokenizer
+from roformer_core.vocab_builder import build_vocab
 
 __all__ = ["HEADS", "Checkpoint", "canonical_spec", "plan_load", "save_checkpoint", "RoFormerConfig",
            "CheckpointError", "ConfigError", "InputError", "RoFormerError", "apply_rotary", "rotary_sin_cos",
-           "sinusoidal_table"]
+           "sinusoidal_table", "BatchEncoding", "RoFormerTokenizer", "build_vocab"]
