@@ -1,0 +1,1150 @@
+"""RoFormer in Keras 3 (TensorFlow backend), top to bottom.
+
+The same classes, in the same order, with the same attribute names as
+``roformer_torch.modeling``: read the two files side by side and only framework
+differences remain. Keras variables map to the canonical checkpoint names by rule
+(:meth:`RoFormerPreTrainedModel.named_variables` walks the attribute tree the way
+torch's ``named_parameters`` does; ``roformer_core.checkpoint.to_canonical_name`` turns
+kernel/gamma/beta/embeddings into weight/bias and says when to transpose).
+
+Keras-only parts live at the end of :class:`RoFormerPreTrainedModel`: the input forms of
+the reference TF classes, ``compile()`` without a loss training on the head's own loss,
+``get_config``/``from_config`` for ``.keras`` files, and ``export`` with a serving signature.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import math
+import os
+import warnings
+from typing import Optional
+
+import keras
+import ml_dtypes
+import numpy as np
+import optree
+import tensorflow as tf
+
+from roformer_core import checkpoint as ckpt_lib
+from roformer_core.config import RoFormerConfig
+from roformer_core.errors import InputError
+from roformer_core.generation import generate as generate_loop
+from roformer_core.inputs import check_ids_range, check_shapes
+from roformer_core.io import atomic_dir
+from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, ModelOutput,
+                                   QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
+from roformer_core.rotary import rotary_sin_cos, table_rows
+from roformer_core.safetensors_io import STORAGE
+
+ACT2FN = {
+    "gelu": lambda x: keras.activations.gelu(x, approximate=False),
+    "gelu_new": lambda x: keras.activations.gelu(x, approximate=True),
+    "relu": keras.activations.relu,
+    "selu": keras.activations.selu,
+    "silu": keras.activations.silu,
+}
+
+SERIALIZABLE_PACKAGE = "roformer_tf"
+
+
+def _register_keras_tree_node(cls):
+    """Let Keras' tree utilities (optree, namespace "keras") look inside an output dataclass, so
+    ``fit``/``evaluate`` can build compiled metrics and functional models can wrap a RoFormer.
+    Like the outputs' own ``keys()``, fields that are None are not part of the structure."""
+    try:
+        optree.register_pytree_node(cls, lambda out: (out.values(), tuple(out.keys()), tuple(out.keys())),
+                                    lambda names, children: cls(**dict(zip(names, children))), namespace="keras")
+    except ValueError:  # already registered (a module reload)
+        pass
+
+
+for _output_class in (BaseModelOutput, MaskedLMOutput, CausalLMOutput, SequenceClassifierOutput,
+                      TokenClassifierOutput, QuestionAnsweringModelOutput):
+    _register_keras_tree_node(_output_class)
+
+
+# -- Keras building blocks, built at construction (shapes come from the config) -------------
+def _initializer(config: RoFormerConfig):
+    return keras.initializers.RandomNormal(mean=0.0, stddev=config.initializer_range)
+
+
+def _dense(config: RoFormerConfig, in_dim: int, units: int, name: str, dtype, use_bias: bool = True):
+    layer = keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=_initializer(config), name=name,
+                               dtype=dtype)
+    layer.build((None, in_dim))
+    return layer
+
+
+def _embedding(config: RoFormerConfig, rows: int, name: str, dtype):
+    layer = keras.layers.Embedding(rows, config.embedding_size, embeddings_initializer=_initializer(config),
+                                   name=name, dtype=dtype)
+    layer.build()
+    return layer
+
+
+def _layer_norm(config: RoFormerConfig, dim: int, dtype, name: str = "LayerNorm"):
+    layer = keras.layers.LayerNormalization(epsilon=config.layer_norm_eps, name=name, dtype=dtype)
+    layer.build((None, dim))
+    return layer
+
+
+def _shape_list(x) -> list:
+    """Static dimensions where known, dynamic ones (graph mode) elsewhere."""
+    static = x.shape.as_list()
+    dynamic = tf.shape(x)
+    return [dynamic[i] if d is None else d for i, d in enumerate(static)]
+
+
+# -- encoder ------------------------------------------------------------------------------
+class RoFormerEmbeddings(keras.layers.Layer):
+    """word + token-type embeddings -> LayerNorm -> dropout (no position embedding: RoPE)."""
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.word_embeddings = _embedding(config, config.vocab_size, "word_embeddings", dtype)
+        self.token_type_embeddings = _embedding(config, config.type_vocab_size, "token_type_embeddings", dtype)
+        self.LayerNorm = _layer_norm(config, config.embedding_size, dtype)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
+        self.built = True
+
+    def call(self, input_ids=None, token_type_ids=None, inputs_embeds=None):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        if token_type_ids is None:
+            token_type_ids = tf.zeros(_shape_list(inputs_embeds)[:-1], dtype=tf.int32)
+        embeddings = inputs_embeds + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(embeddings))
+
+
+def rotate_pairs(x: tf.Tensor) -> tf.Tensor:
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...) on the last axis."""
+    shape = _shape_list(x)
+    pairs = tf.reshape(x, shape[:-1] + [shape[-1] // 2, 2])
+    return tf.reshape(tf.stack((-pairs[..., 1], pairs[..., 0]), axis=-1), shape)
+
+
+def apply_rotary(x: tf.Tensor, sin: tf.Tensor, cos: tf.Tensor) -> tf.Tensor:
+    """Rotate ``x`` [batch, heads, seq, head_dim] by the angles of its positions."""
+    return x * cos + rotate_pairs(x) * sin
+
+
+class RoFormerSelfAttention(keras.layers.Layer):
+    """Multi-head attention with rotary q/k (and v when ``rotary_value``); also cross-attention."""
+
+    def __init__(self, config: RoFormerConfig, is_cross_attention: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.num_heads = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.query = _dense(config, config.hidden_size, config.hidden_size, "query", dtype)
+        self.key = _dense(config, config.hidden_size, config.hidden_size, "key", dtype)
+        self.value = _dense(config, config.hidden_size, config.hidden_size, "value", dtype)
+        self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, dtype=dtype)
+        self.rotary_value = config.rotary_value
+        self.is_cross_attention = is_cross_attention
+        self.built = True
+
+    def split_heads(self, x: tf.Tensor) -> tf.Tensor:
+        batch, seq, _ = _shape_list(x)
+        return tf.transpose(tf.reshape(x, [batch, seq, self.num_heads, self.head_dim]), [0, 2, 1, 3])
+
+    def call(self, hidden_states, attention_mask=None, sin_cos=None, head_mask=None, encoder_hidden_states=None,
+             past_key_value=None, output_attentions=False):
+        query = self.split_heads(self.query(hidden_states))
+        if self.is_cross_attention:
+            if past_key_value is not None:  # the encoder's keys/values do not change while decoding
+                key, value = past_key_value
+            else:
+                key = self.split_heads(self.key(encoder_hidden_states))
+                value = self.split_heads(self.value(encoder_hidden_states))
+        else:
+            sin, cos = sin_cos
+            key = self.split_heads(self.key(hidden_states))
+            value = self.split_heads(self.value(hidden_states))
+            query, key = apply_rotary(query, sin, cos), apply_rotary(key, sin, cos)
+            if self.rotary_value:
+                value = apply_rotary(value, sin, cos)
+            if past_key_value is not None:  # cached keys/values are already rotated
+                key = tf.concat([past_key_value[0], key], axis=2)
+                value = tf.concat([past_key_value[1], value], axis=2)
+        scores = tf.matmul(query, key, transpose_b=True) / math.sqrt(self.head_dim)
+        if attention_mask is not None:
+            scores = scores + attention_mask
+        # softmax in float32 even under mixed precision: a bf16 exp-sum loses whole digits
+        probs = tf.cast(tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1), scores.dtype)
+        probs = self.dropout(probs)
+        if head_mask is not None:
+            probs = probs * head_mask
+        context = tf.matmul(probs, value)
+        batch, _, seq, _ = _shape_list(context)
+        context = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [batch, seq, self.num_heads * self.head_dim])
+        return context, (probs if output_attentions else None), (key, value)
+
+
+class RoFormerSelfOutput(keras.layers.Layer):
+    """dense -> dropout -> residual -> LayerNorm."""
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.dense = _dense(config, config.hidden_size, config.hidden_size, "dense", dtype)
+        self.LayerNorm = _layer_norm(config, config.hidden_size, dtype)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
+        self.built = True
+
+    def call(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class RoFormerAttention(keras.layers.Layer):
+    """Self (or cross) attention followed by its output block."""
+
+    #: Keras layers have a read-only ``output`` property (the functional API's); this tree
+    #: needs the torch attribute name for the output block, and is never used functionally.
+    output = None
+    #: Keras file saving skips attributes named like Layer's own (``output``); it walks this one.
+    _output_for_saving = property(lambda self: self.output)
+
+    def __init__(self, config: RoFormerConfig, is_cross_attention: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.self = RoFormerSelfAttention(config, is_cross_attention, name="self", dtype=dtype)
+        self.output = RoFormerSelfOutput(config, name="output", dtype=dtype)
+        self.built = True
+
+    def call(self, hidden_states, attention_mask=None, sin_cos=None, head_mask=None, encoder_hidden_states=None,
+             past_key_value=None, output_attentions=False):
+        context, probs, present = self.self(hidden_states, attention_mask, sin_cos, head_mask, encoder_hidden_states,
+                                            past_key_value, output_attentions=output_attentions)
+        return self.output(context, hidden_states), probs, present
+
+
+class RoFormerIntermediate(keras.layers.Layer):
+    """dense -> activation."""
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = _dense(config, config.hidden_size, config.intermediate_size, "dense", self.dtype_policy)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+        self.built = True
+
+    def call(self, hidden_states):
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class RoFormerOutput(keras.layers.Layer):
+    """dense -> dropout -> residual -> LayerNorm."""
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.dense = _dense(config, config.intermediate_size, config.hidden_size, "dense", dtype)
+        self.LayerNorm = _layer_norm(config, config.hidden_size, dtype)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
+        self.built = True
+
+    def call(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states)) + input_tensor)
+
+
+class RoFormerLayer(keras.layers.Layer):
+    """attention -> (cross-attention) -> feed-forward, post-LayerNorm."""
+
+    output = None  # see RoFormerAttention.output
+    _output_for_saving = property(lambda self: self.output)
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.attention = RoFormerAttention(config, name="attention", dtype=dtype)
+        if config.is_decoder and config.add_cross_attention:
+            self.crossattention = RoFormerAttention(config, is_cross_attention=True, name="crossattention",
+                                                    dtype=dtype)
+        self.intermediate = RoFormerIntermediate(config, name="intermediate", dtype=dtype)
+        self.output = RoFormerOutput(config, name="output", dtype=dtype)
+        self.built = True
+
+    def call(self, hidden_states, attention_mask=None, sin_cos=None, head_mask=None, encoder_hidden_states=None,
+             encoder_attention_mask=None, past_key_value=None, output_attentions=False):
+        self_past = past_key_value[:2] if past_key_value is not None else None
+        hidden_states, self_probs, present = self.attention(
+            hidden_states, attention_mask, sin_cos, head_mask, past_key_value=self_past,
+            output_attentions=output_attentions)
+        cross_probs = None
+        if encoder_hidden_states is not None:  # RoFormerPreTrainedModel checked there is a crossattention
+            cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
+            hidden_states, cross_probs, cross_present = self.crossattention(
+                hidden_states, encoder_attention_mask, None, head_mask, encoder_hidden_states, cross_past,
+                output_attentions=output_attentions)
+            present = present + cross_present
+        hidden_states = self.output(self.intermediate(hidden_states), hidden_states)
+        return hidden_states, self_probs, cross_probs, present
+
+
+class _RotaryTable:
+    """Rotary sin/cos for any position, from two constant [rows, head_dim] tables.
+
+    A position ``p = q * rows + r`` is the rotation by the angle of ``r`` (first table, the
+    float64-exact rows of ``roformer_core.rotary``) times the rotation by the angle of
+    ``q * rows`` (second table), combined with the angle-addition formulas. So the lookup is
+    a gather that works in eager, graph and XLA code alike, also when the sequence length is
+    only known at run time, for up to ``rows ** 2`` positions; for ``p < rows`` it returns
+    the torch table's values bit for bit.
+    """
+
+    def __init__(self, rows: int, head_dim: int):
+        sin, cos = rotary_sin_cos(rows + 1, head_dim, dtype=np.float64)
+        step = cos[rows] + 1j * sin[rows]  # the rotation by the angle of position `rows`
+        coarse = np.cumprod(np.concatenate([np.ones((1, head_dim)), np.repeat(step[None], rows - 1, axis=0)]), axis=0)
+        self.rows = rows
+        self.fine = (sin[:rows].astype(np.float32), cos[:rows].astype(np.float32))
+        self.coarse = (coarse.imag.astype(np.float32), coarse.real.astype(np.float32))
+
+    def sin_cos(self, positions, dtype):
+        q, r = positions // self.rows, positions % self.rows
+        fine_sin, fine_cos = (tf.gather(t, r) for t in self.fine)
+        coarse_sin, coarse_cos = (tf.gather(t, q) for t in self.coarse)
+        sin = coarse_sin * fine_cos + coarse_cos * fine_sin
+        cos = coarse_cos * fine_cos - coarse_sin * fine_sin
+        return tf.cast(sin, dtype), tf.cast(cos, dtype)
+
+
+class RoFormerEncoder(keras.layers.Layer):
+    """The stack of layers; owns the rotary table (a constant, never a variable)."""
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.layer = [RoFormerLayer(config, name=f"layer_{i}", dtype=self.dtype_policy)
+                      for i in range(config.num_hidden_layers)]
+        self._rotary = _RotaryTable(table_rows(0, config.max_position_embeddings), config.head_dim)
+        self.built = True
+
+    def sin_cos(self, past_length, seq_length, dtype):
+        """Rotary sin/cos for positions ``past_length .. past_length + seq_length``."""
+        rows = past_length + seq_length
+        if isinstance(rows, int) and rows > self._rotary.rows ** 2:  # known now: grow the table
+            self._rotary = _RotaryTable(table_rows(math.isqrt(rows - 1) + 1, self.config.max_position_embeddings),
+                                        self.config.head_dim)
+        return self._rotary.sin_cos(tf.range(past_length, rows), dtype)
+
+    def call(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
+             encoder_attention_mask=None, past_key_values=None, use_cache=False, output_attentions=False,
+             output_hidden_states=False):
+        past_length = _shape_list(past_key_values[0][0])[2] if past_key_values is not None else 0
+        sin_cos = self.sin_cos(past_length, _shape_list(hidden_states)[1], hidden_states.dtype)
+        all_hidden, all_attn, all_cross, presents = [], [], [], []
+        for i, layer in enumerate(self.layer):
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            hidden_states, probs, cross, present = layer(
+                hidden_states, attention_mask, sin_cos, None if head_mask is None else head_mask[i],
+                encoder_hidden_states, encoder_attention_mask,
+                None if past_key_values is None else past_key_values[i], output_attentions=output_attentions)
+            if use_cache:
+                presents.append(present)
+            if output_attentions:
+                all_attn.append(probs)
+                if cross is not None:
+                    all_cross.append(cross)
+        if output_hidden_states:
+            all_hidden.append(hidden_states)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states,
+            past_key_values=tuple(presents) if use_cache else None,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            attentions=tuple(all_attn) if output_attentions else None,
+            cross_attentions=tuple(all_cross) if output_attentions and all_cross else None,
+        )
+
+
+# -- heads' building blocks -------------------------------------------------------------
+class RoFormerPredictionHeadTransform(keras.layers.Layer):
+    """dense(H -> E) -> activation -> LayerNorm(E)."""
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.dense = _dense(config, config.hidden_size, config.embedding_size, "dense", dtype)
+        self.transform_act_fn = ACT2FN[config.hidden_act]
+        self.LayerNorm = _layer_norm(config, config.embedding_size, dtype)
+        self.built = True
+
+    def call(self, hidden_states):
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class RoFormerLMPredictionHead(keras.layers.Layer):
+    """transform -> decoder (the word embeddings, tied unless the config unties them) + bias."""
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.transform = RoFormerPredictionHeadTransform(config, name="transform", dtype=dtype)
+        if not config.tie_word_embeddings:
+            self.decoder = _dense(config, config.embedding_size, config.vocab_size, "decoder", dtype, use_bias=False)
+        self.bias = self.add_weight(shape=(config.vocab_size,), initializer="zeros", name="bias")
+        self.built = True
+
+    def call(self, hidden_states, word_embeddings=None):
+        hidden_states = self.transform(hidden_states)
+        if hasattr(self, "decoder"):
+            return self.decoder(hidden_states) + self.bias
+        return tf.matmul(hidden_states, word_embeddings, transpose_b=True) + self.bias
+
+
+class RoFormerOnlyMLMHead(keras.layers.Layer):
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.predictions = RoFormerLMPredictionHead(config, name="predictions", dtype=self.dtype_policy)
+        self.built = True
+
+    def call(self, sequence_output, word_embeddings=None):
+        return self.predictions(sequence_output, word_embeddings=word_embeddings)
+
+
+class RoFormerClassificationHead(keras.layers.Layer):
+    """First token -> dropout -> dense -> hidden_act -> dropout -> out_proj."""
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        dtype = self.dtype_policy
+        self.dense = _dense(config, config.hidden_size, config.hidden_size, "dense", dtype)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
+        self.out_proj = _dense(config, config.hidden_size, config.num_labels, "out_proj", dtype)
+        self.act = ACT2FN[config.hidden_act]
+        self.built = True
+
+    def call(self, features):
+        x = self.dropout(features[:, 0, :])
+        x = self.dropout(self.act(self.dense(x)))
+        return self.out_proj(x)
+
+
+# -- losses -----------------------------------------------------------------------------
+def _mean(total, count):
+    """``total / count``; inside one replica of a distribution strategy, that replica's share of
+    the global mean (``count`` summed over replicas), so summed gradients are the global mean's."""
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        count = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+    return tf.math.divide_no_nan(total, count)
+
+
+def _cross_entropy(logits, labels, ignore_index):
+    logits = tf.reshape(tf.cast(logits, tf.float32), [-1, _shape_list(logits)[-1]])
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    valid = tf.not_equal(labels, ignore_index)
+    per_item = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(valid, labels, 0), logits=logits)
+    return _mean(tf.reduce_sum(tf.where(valid, per_item, 0.0)), tf.reduce_sum(tf.cast(valid, tf.float32)))
+
+
+def _elementwise_mean(values):
+    return _mean(tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32))
+
+
+def lm_loss(logits, labels):
+    """Cross-entropy over the vocabulary; label -100 is ignored."""
+    return _cross_entropy(logits, labels, -100)
+
+
+def classification_loss(logits, labels, config: RoFormerConfig):
+    """Regression (MSE), single-label (cross-entropy) or multi-label (BCE) by ``problem_type``."""
+    problem = config.problem_type
+    if problem is None:
+        if config.num_labels == 1:
+            problem = "regression"
+        elif tf.as_dtype(labels.dtype).is_integer:
+            problem = "single_label_classification"
+        else:
+            problem = "multi_label_classification"
+    logits = tf.cast(logits, tf.float32)
+    if problem == "regression":
+        if config.num_labels == 1:
+            logits, labels = tf.reshape(logits, [-1]), tf.reshape(labels, [-1])
+        return _elementwise_mean(tf.square(logits - tf.cast(labels, tf.float32)))
+    if problem == "single_label_classification":
+        return _cross_entropy(logits, labels, -100)
+    return _elementwise_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.cast(labels, tf.float32),
+                                                                     logits=logits))
+
+
+def span_loss(start_logits, end_logits, start_positions, end_positions):
+    """Mean of start and end cross-entropy; positions outside the sequence are ignored."""
+    ignored = _shape_list(start_logits)[1]
+    start = tf.clip_by_value(tf.reshape(tf.cast(start_positions, tf.int32), [-1]), 0, ignored)
+    end = tf.clip_by_value(tf.reshape(tf.cast(end_positions, tf.int32), [-1]), 0, ignored)
+    return (_cross_entropy(start_logits, start, ignored) + _cross_entropy(end_logits, end, ignored)) / 2
+
+
+# -- shared model behaviour: init, loading, saving, Keras training and export ---------------
+#: Arguments that carry arrays: Python lists given for them become numpy arrays.
+_ARRAY_ARGUMENTS = {"input_ids", "attention_mask", "token_type_ids", "head_mask", "inputs_embeds",
+                    "encoder_hidden_states", "encoder_attention_mask", "labels", "start_positions", "end_positions",
+                    "prediction_mask"}
+#: The label arguments of each head (what ``fit`` takes as ``y``).
+_LABEL_NAMES = {"masked_lm": ("labels",), "causal_lm": ("labels",), "sequence_classification": ("labels",),
+                "multiple_choice": ("labels",), "token_classification": ("labels",),
+                "question_answering": ("start_positions", "end_positions"), "model": ()}
+
+
+class RoFormerPreTrainedModel(keras.Model):
+    """Initialisation, ``from_pretrained`` / ``save_pretrained`` / ``from_config`` for every class,
+    plus the Keras side: input forms, training on the head's own loss, ``.keras`` and SavedModel."""
+
+    head = "model"
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+
+    def init_weights(self):
+        """Reference initialisation; Keras initialisers did the rest: the padding row is zeroed."""
+        embeddings = (self.roformer if hasattr(self, "roformer") else self).embeddings.word_embeddings.embeddings
+        table = embeddings.numpy()
+        table[self.config.pad_token_id] = 0
+        embeddings.assign(table)
+
+    @classmethod
+    def from_config(cls, config, dtype=None):
+        """A freshly initialised model from a :class:`RoFormerConfig` (or a Keras ``get_config`` dict).
+
+        Example:
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+            ...                      num_attention_heads=4, intermediate_size=64)
+            >>> RoFormerModel.from_config(cfg).config.hidden_size
+            32
+        """
+        if isinstance(config, RoFormerConfig):
+            return cls(config, dtype=dtype)
+        keras_config = dict(config)
+        if "config" not in keras_config:  # a config.json dictionary
+            return cls(RoFormerConfig.from_dict(keras_config), dtype=dtype)
+        return cls(RoFormerConfig.from_dict(keras_config.pop("config")), **keras_config)
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "trainable": self.trainable,
+                "dtype": keras.dtype_policies.serialize(self.dtype_policy), "config": self.config.to_dict()}
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype=None, config: Optional[RoFormerConfig] = None,
+                        **config_overrides):
+        """Load a canonical checkpoint folder.
+
+        ``dtype`` is a Keras dtype policy (``"float32"``, ``"mixed_bfloat16"`` ...); ``None`` keeps a
+        half-precision checkpoint's dtype and otherwise uses the global policy. Keyword overrides
+        change the config (``num_labels=3`` ...). A bare-model checkpoint loads into a head model
+        (the head is initialised, and a warning says so). Call it inside ``strategy.scope()`` to
+        train with a distribution strategy.
+
+        Example:
+            >>> import tempfile
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+            ...                      num_attention_heads=4, intermediate_size=64)
+            >>> d = tempfile.mkdtemp(); RoFormerForMaskedLM(cfg).save_pretrained(d)
+            >>> RoFormerForMaskedLM.from_pretrained(d).config.vocab_size
+            100
+        """
+        store = ckpt_lib.Checkpoint(path, config)
+        config = store.config.replace(**config_overrides) if config_overrides else store.config
+        plan = ckpt_lib.plan_load({n: store.shape(n) for n in store.names()}, config, cls.head)
+        if dtype is None:
+            dtype = {"F16": "float16", "BF16": "bfloat16"}.get(store.dtype(next(iter(plan.sources.values()))))
+        model = cls(config, dtype=dtype)
+        for name, variable, transpose in model.named_variables():
+            if name in plan.sources:
+                source = plan.sources[name]
+                array = _from_storage(store.get(source), store.dtype(source))
+                variable.assign((array.T if transpose else array).astype(_numpy_dtype(variable.dtype)))
+        plan.report(cls.__name__)
+        return model
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (canonical names, the variables' dtype), atomically."""
+
+        def tensors():
+            for name, variable, transpose in self.named_variables():
+                array = variable.numpy()
+                yield name, _to_storage(array.T if transpose else array)
+
+        tags = {n: "BF16" for n, v, _ in self.named_variables() if v.dtype == "bfloat16"}
+        ckpt_lib.save_checkpoint(directory, self.config, tensors(), tags=tags)
+
+    def named_variables(self):
+        """``(canonical name, variable, transpose)`` for every weight, in torch's parameter order.
+
+        Found by walking the attribute tree like torch's ``named_parameters``: a layer's own
+        variables, then each child layer under its attribute name (``layer.0`` for lists).
+
+        Example:
+            >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
+            ...                      num_attention_heads=2, intermediate_size=16)
+            >>> name, variable, transpose = next(RoFormerModel(cfg).named_variables())
+            >>> name, tuple(variable.shape), transpose
+            ('embeddings.word_embeddings.weight', (10, 8), False)
+        """
+        for path, variable in _walk(self, ()):
+            name, transpose = ckpt_lib.to_canonical_name(path)
+            yield name, variable, transpose
+
+    # -- inputs --------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        """Takes the reference TF input forms: keyword arguments, a single tensor of input_ids,
+        a list in the order of ``call``'s arguments, or a dict; numpy arrays or tensors."""
+        arguments = self._collect_arguments(args, kwargs)
+        self.check_inputs(arguments)  # before Keras, so a bad input is one short error
+        return super().__call__(**arguments)
+
+    def _collect_arguments(self, args, kwargs) -> dict:
+        names = list(inspect.signature(self.call).parameters)
+        if args and isinstance(args[0], collections.abc.Mapping):
+            if len(args) > 1:
+                raise InputError("give inputs as one dict, or as separate arguments, not both")
+            given = dict(args[0])
+        elif args and isinstance(args[0], (list, tuple)):
+            if len(args) > 1 or len(args[0]) > len(names):
+                raise InputError(f"a list of inputs holds at most {len(names)} entries, in this order: "
+                                 f"{', '.join(names)}")
+            given = dict(zip(names, args[0]))
+        else:
+            if len(args) > len(names):
+                raise InputError(f"{type(self).__name__} takes at most {len(names)} inputs, got {len(args)}")
+            given = dict(zip(names, args))
+        for key, value in kwargs.items():
+            if key in given and given[key] is not None:
+                raise InputError(f"{key} is given twice")
+            given[key] = value
+        unknown = sorted(set(given) - set(names))
+        if unknown:
+            raise InputError(f"{type(self).__name__} has no input {', '.join(unknown)}; its inputs are "
+                             f"{', '.join(names)}")
+        return {k: np.asarray(v) if k in _ARRAY_ARGUMENTS and isinstance(v, (list, tuple)) else v
+                for k, v in given.items()}
+
+    def check_inputs(self, arguments: dict) -> None:
+        """One clear :class:`InputError` for missing, mistyped or mis-shaped inputs."""
+        input_ids, inputs_embeds = arguments.get("input_ids"), arguments.get("inputs_embeds")
+        attention_mask, token_type_ids = arguments.get("attention_mask"), arguments.get("token_type_ids")
+        if input_ids is None and inputs_embeds is None:
+            raise InputError("give input_ids or inputs_embeds")
+        if input_ids is not None and inputs_embeds is not None:
+            raise InputError("give input_ids or inputs_embeds, not both")
+        integer_inputs = ["input_ids", "token_type_ids", "start_positions", "end_positions"]
+        if self.head != "sequence_classification":  # whose regression / multi-label labels are floats
+            integer_inputs.append("labels")
+        for name in integer_inputs:
+            value = arguments.get(name)
+            if value is not None and not _is_integer(value):
+                raise InputError(f"{name} must hold integers, got {getattr(value, 'dtype', type(value).__name__)}")
+        if arguments.get("encoder_hidden_states") is not None and not (self.config.is_decoder
+                                                                       and self.config.add_cross_attention):
+            raise InputError("encoder_hidden_states given, but the config has no cross-attention "
+                             "(set is_decoder=True and add_cross_attention=True)")
+        first = input_ids if input_ids is not None else inputs_embeds
+        shape = _static_shape(first)
+        if inputs_embeds is not None:
+            shape = shape[:-1]
+        mask_shape, types_shape = _static_shape(attention_mask), _static_shape(token_type_ids)
+        if self.head == "multiple_choice":  # checked as the [batch * choices, seq] the encoder sees
+            if len(shape) != 3:
+                raise InputError(f"multiple choice inputs must be [batch, num_choices, seq], got shape {shape}")
+            shape, mask_shape, types_shape = (_merge_choices(s) for s in (shape, mask_shape, types_shape))
+        past = arguments.get("past_key_values")
+        past_length = 0 if past is None else _static_shape(past[0][0])[2]
+        if past_length is not None and None not in shape + (mask_shape or ()) + (types_shape or ()):
+            check_shapes(shape, mask_shape, past_length, types_shape)
+        for name, limit, field in (("input_ids", self.config.vocab_size, "vocab_size"),
+                                   ("token_type_ids", self.config.type_vocab_size, "type_vocab_size")):
+            value = arguments.get(name)
+            if _has_values(value) and np.size(value):  # not while tracing a graph or a functional model
+                value = np.asarray(value)
+                check_ids_range(name, int(value.min()), int(value.max()), limit, field)
+
+    # -- Keras training: compile() without a loss trains on the head's own loss ------------------
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The loss given to ``compile()`` on the head's prediction, or else the head's own loss."""
+        prediction = self._prediction(y_pred)
+        if self.loss is not None:
+            return super().compute_loss(x, self._labels(x, y), prediction, sample_weight, training)
+        if sample_weight is not None:
+            raise InputError("sample weights need a loss given to compile(); the head's own loss takes none")
+        loss = self.head_loss(prediction, self._labels(x, y))
+        if self.losses:
+            loss = loss + tf.add_n([tf.cast(tf.reduce_sum(extra), loss.dtype) for extra in self.losses])
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        return super().compute_metrics(x, self._labels(x, y), self._prediction(y_pred), sample_weight)
+
+    def predict_step(self, data):
+        """``model.predict`` returns a dict of the output fields (numpy), without the loss."""
+        return {k: v for k, v in super().predict_step(data).items() if k != "loss"}
+
+    def head_loss(self, prediction, labels):
+        raise InputError(f"{type(self).__name__} has no loss of its own: give compile() a loss")
+
+    def _prediction(self, output):
+        """What a compiled loss or metric sees: the logits (start and end logits for QA)."""
+        if not isinstance(output, ModelOutput):
+            return output
+        if isinstance(output, QuestionAnsweringModelOutput):
+            return output.start_logits, output.end_logits
+        if isinstance(output, BaseModelOutput):
+            return output.last_hidden_state
+        return output.logits
+
+    def _labels(self, x, y):
+        """``y`` (a tensor, or for QA a (start, end) pair or dict), or else the label entries of ``x``."""
+        names = _LABEL_NAMES[self.head]
+        if not names:
+            return y
+        if y is None and isinstance(x, collections.abc.Mapping) and all(x.get(n) is not None for n in names):
+            y = {n: x[n] for n in names}
+        if y is None:
+            raise InputError(f"{type(self).__name__} needs {' and '.join(names)}: give them as y (labels of the "
+                             f"dataset) or as entries of the features dict")
+        if isinstance(y, collections.abc.Mapping):
+            missing = [n for n in names if n not in y]
+            if missing:
+                raise InputError(f"labels dict lacks {', '.join(missing)}")
+            y = tuple(y[n] for n in names)
+            return y[0] if len(names) == 1 else y
+        if len(names) == 1:
+            return y
+        if not isinstance(y, (list, tuple)) or len(y) != len(names):
+            raise InputError(f"{type(self).__name__} labels are ({', '.join(names)})")
+        return tuple(y)
+
+    # -- export ------------------------------------------------------------------------------
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
+        """Export for serving; by default a SavedModel whose ``serving_default`` signature takes
+        ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32) and returns the output fields.
+
+        Any other ``format`` or an explicit ``input_signature`` goes to Keras' own ``export``.
+
+        Example:
+            >>> import tempfile, os
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+            ...                      num_attention_heads=4, intermediate_size=64)
+            >>> path = os.path.join(tempfile.mkdtemp(), "served")
+            >>> RoFormerForMaskedLM(cfg).export(path, verbose=False)
+            >>> sorted(tf.saved_model.load(path).signatures)
+            ['serve', 'serving_default']
+        """
+        if format != "tf_saved_model" or input_signature is not None:
+            return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature,
+                                  **kwargs)
+        rank = 3 if self.head == "multiple_choice" else 2
+        signature = [tf.TensorSpec([None] * rank, tf.int32, name=n)
+                     for n in ("input_ids", "attention_mask", "token_type_ids")]
+
+        def serve(input_ids, attention_mask, token_type_ids):
+            out = self(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                       training=False)
+            return {k: v for k, v in out.items() if k != "past_key_values"}
+
+        archive = keras.export.ExportArchive()
+        archive.track(self)
+        archive.add_endpoint("serve", serve, input_signature=signature)
+        with atomic_dir(filepath) as tmp:
+            archive.write_out(tmp, verbose=bool(verbose))
+
+
+def _walk(layer, path: tuple):
+    """(path, variable) for a layer's own variables, then its children's, by attribute name."""
+    children = []
+    for attr, value in vars(layer).items():
+        if attr.startswith("_"):
+            continue
+        if isinstance(value, keras.layers.Layer):
+            children.append((path + (attr,), value))
+        elif isinstance(value, collections.abc.Sequence) and not isinstance(value, str) and value \
+                and all(isinstance(v, keras.layers.Layer) for v in value):
+            children.extend((path + (attr, str(i)), v) for i, v in enumerate(value))
+    inner = {id(w) for _, child in children for w in child.weights}
+    for variable in layer.weights:
+        if id(variable) not in inner:
+            yield path + (variable.name,), variable
+    for child_path, child in children:
+        yield from _walk(child, child_path)
+
+
+def _numpy_dtype(name: str):
+    return ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name)
+
+
+def _from_storage(array: np.ndarray, tag: str) -> np.ndarray:
+    return array.view(ml_dtypes.bfloat16) if tag == "BF16" else array
+
+
+def _to_storage(array: np.ndarray) -> np.ndarray:
+    array = np.ascontiguousarray(array)
+    return array.view(STORAGE["BF16"]) if array.dtype == ml_dtypes.bfloat16 else array
+
+
+def _static_shape(x):
+    if x is None:
+        return None
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        shape = np.shape(x)
+    return tuple(shape.as_list()) if isinstance(shape, tf.TensorShape) else tuple(shape)
+
+
+def _has_values(x) -> bool:
+    return isinstance(x, np.ndarray) or (isinstance(x, tf.Tensor) and not tf.is_symbolic_tensor(x))
+
+
+def _merge_choices(shape):
+    if shape is None or len(shape) < 2:
+        return shape
+    merged = None if None in shape[:2] else shape[0] * shape[1]
+    return (merged,) + tuple(shape[2:])
+
+
+def _is_integer(x) -> bool:
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(x).dtype
+    try:
+        return tf.as_dtype(dtype).is_integer
+    except TypeError:
+        return False
+
+
+def _extended_mask(attention_mask, input_shape, past_length, is_decoder, dtype):
+    """Additive mask [batch, 1, q, k] (or [batch, 1, 1, k]); None when nothing is masked."""
+    batch, seq = input_shape
+    total = past_length + seq
+    mask = None
+    if attention_mask is not None:
+        mask = tf.cast(attention_mask, tf.bool)
+        mask = mask[:, None, :, :] if len(mask.shape) == 3 else mask[:, None, None, :]
+    if is_decoder:  # each query sees the cache and itself and what came before
+        q = tf.range(past_length, total)[:, None]
+        causal = (tf.range(total)[None, :] <= q)[None, None]
+        mask = causal if mask is None else tf.logical_and(mask, causal)
+    if mask is None:
+        return None
+    return tf.where(mask, tf.zeros((), dtype), tf.constant(dtype.min, dtype))
+
+
+def _head_mask(head_mask, num_layers, dtype):
+    """[heads] or [layers, heads] -> [layers, 1, heads, 1, 1] (or None)."""
+    if head_mask is None:
+        return None
+    head_mask = tf.cast(head_mask, dtype)
+    if len(head_mask.shape) == 1:
+        head_mask = tf.tile(head_mask[None], [num_layers, 1])
+    return head_mask[:, None, :, None, None]
+
+
+# -- the models ---------------------------------------------------------------------------
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
+class RoFormerModel(RoFormerPreTrainedModel):
+    """The bare RoFormer encoder (or decoder, with ``is_decoder``).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> model = RoFormerModel(cfg)
+        >>> model(np.array([[2, 5, 7, 3]])).last_hidden_state.shape
+        TensorShape([1, 4, 32])
+    """
+
+    head = "model"
+
+    def __init__(self, config: RoFormerConfig, initialise: bool = True, **kwargs):
+        super().__init__(config, **kwargs)
+        dtype = self.dtype_policy
+        self.embeddings = RoFormerEmbeddings(config, name="embeddings", dtype=dtype)
+        if config.embedding_size != config.hidden_size:
+            self.embeddings_project = _dense(config, config.embedding_size, config.hidden_size,
+                                             "embeddings_project", dtype)
+        self.encoder = RoFormerEncoder(config, name="encoder", dtype=dtype)
+        self.built = True
+        if initialise:  # a head model initialises everything once, itself included
+            self.init_weights()
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+             encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
+             output_attentions=False, output_hidden_states=False, return_dict=True, training=None):
+        use_cache = self.config.is_decoder and (self.config.use_cache if use_cache is None else use_cache)
+        hidden = self.embeddings(input_ids, token_type_ids, inputs_embeds)
+        if hasattr(self, "embeddings_project"):
+            hidden = self.embeddings_project(hidden)
+        past_length = _shape_list(past_key_values[0][0])[2] if past_key_values is not None else 0
+        mask = _extended_mask(attention_mask, _shape_list(hidden)[:2], past_length, self.config.is_decoder,
+                              hidden.dtype)
+        encoder_mask = None
+        if encoder_hidden_states is not None and encoder_attention_mask is not None:
+            encoder_mask = _extended_mask(encoder_attention_mask, _shape_list(encoder_hidden_states)[:2], 0, False,
+                                          hidden.dtype)
+        out = self.encoder(hidden, mask, _head_mask(head_mask, self.config.num_hidden_layers, hidden.dtype),
+                           encoder_hidden_states, encoder_mask, past_key_values, use_cache=use_cache,
+                           output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        return out if return_dict else out.to_tuple()
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
+class RoFormerForMaskedLM(RoFormerPreTrainedModel):
+    """RoFormer with the masked-language-model head.
+
+    ``prediction_mask`` (bool [batch, seq]) computes vocabulary logits only where it is True,
+    returning ``[num_true, vocab]``: fill-mask needs them only at the [MASK] positions.
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> model = RoFormerForMaskedLM(cfg)
+        >>> ids = np.array([[2, 5, 4, 3]])
+        >>> model(ids).logits.shape, model(ids, prediction_mask=ids == 4).logits.shape
+        (TensorShape([1, 4, 100]), TensorShape([1, 100]))
+    """
+
+    head = "masked_lm"
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+        self.cls = RoFormerOnlyMLMHead(config, name="cls", dtype=self.dtype_policy)
+        self.built = True
+        self.init_weights()
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+             labels=None, output_attentions=False, output_hidden_states=False, return_dict=True,
+             prediction_mask=None, training=None):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        sequence = out.last_hidden_state
+        if prediction_mask is not None:
+            sequence = tf.boolean_mask(sequence, prediction_mask)
+            labels = tf.boolean_mask(labels, prediction_mask) if labels is not None else None
+        logits = self.cls(sequence, word_embeddings=self.roformer.embeddings.word_embeddings.embeddings)
+        loss = lm_loss(logits, labels) if labels is not None else None
+        result = MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+    def head_loss(self, prediction, labels):
+        return lm_loss(prediction, labels)
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
+class RoFormerForCausalLM(RoFormerPreTrainedModel):
+    """RoFormer decoder with the LM head: causal mask, cache, cross-attention, ``generate``.
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64, is_decoder=True)
+        >>> model = RoFormerForCausalLM(cfg)
+        >>> model.generate(np.array([[2, 5]]), max_new_tokens=3).shape
+        TensorShape([1, 5])
+    """
+
+    head = "causal_lm"
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        if not config.is_decoder:
+            warnings.warn("RoFormerForCausalLM with is_decoder=False has no causal mask; set is_decoder=True",
+                          stacklevel=2)
+        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+        self.cls = RoFormerOnlyMLMHead(config, name="cls", dtype=self.dtype_policy)
+        self.built = True
+        self.init_weights()
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+             encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, labels=None,
+             use_cache=None, output_attentions=False, output_hidden_states=False, return_dict=True, training=None):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            encoder_hidden_states, encoder_attention_mask, past_key_values, use_cache,
+                            output_attentions, output_hidden_states)
+        logits = self.cls(out.last_hidden_state, word_embeddings=self.roformer.embeddings.word_embeddings.embeddings)
+        loss = self.head_loss(logits, labels) if labels is not None else None
+        result = CausalLMOutput(loss, logits, out.past_key_values, out.hidden_states, out.attentions,
+                                out.cross_attentions)
+        return result if return_dict else result.to_tuple()
+
+    def head_loss(self, prediction, labels):
+        return lm_loss(prediction[:, :-1], labels[:, 1:])  # predict token t+1 from positions up to t
+
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id=None, pad_token_id=None,
+                 seed=None, encoder_hidden_states=None, encoder_attention_mask=None) -> tf.Tensor:
+        """Greedy or sampled continuation (temperature, top-k, top-p) using the key/value cache."""
+
+        def step(new_ids, mask, past):
+            out = self(new_ids, mask, encoder_hidden_states=encoder_hidden_states,
+                       encoder_attention_mask=encoder_attention_mask, past_key_values=past, use_cache=True,
+                       training=False)
+            return tf.cast(out.logits[:, -1], tf.float32).numpy(), out.past_key_values
+
+        ids = generate_loop(step, np.asarray(input_ids), None if attention_mask is None else np.asarray(attention_mask),
+                            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                            top_k=top_k, top_p=top_p, eos_token_id=eos_token_id,
+                            pad_token_id=self.config.pad_token_id if pad_token_id is None else pad_token_id,
+                            seed=seed)
+        return tf.convert_to_tensor(ids)
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
+class RoFormerForSequenceClassification(RoFormerPreTrainedModel):
+    """RoFormer with a sentence-level head on the first token (regression, single- or multi-label).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64, num_labels=3)
+        >>> RoFormerForSequenceClassification(cfg)(np.array([[2, 5, 3]])).logits.shape
+        TensorShape([1, 3])
+    """
+
+    head = "sequence_classification"
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+        self.classifier = RoFormerClassificationHead(config, name="classifier", dtype=self.dtype_policy)
+        self.built = True
+        self.init_weights()
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+             labels=None, output_attentions=False, output_hidden_states=False, return_dict=True, training=None):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.classifier(out.last_hidden_state)
+        loss = self.head_loss(logits, labels) if labels is not None else None
+        result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+    def head_loss(self, prediction, labels):
+        return classification_loss(prediction, labels, self.config)
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
+class RoFormerForMultipleChoice(RoFormerPreTrainedModel):
+    """RoFormer scoring each choice from its last position; inputs are [batch, choices, seq].
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> RoFormerForMultipleChoice(cfg)(np.array([[[2, 5, 3], [2, 6, 3]]])).logits.shape
+        TensorShape([1, 2])
+    """
+
+    head = "multiple_choice"
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+        self.classifier = _dense(config, config.hidden_size, 1, "classifier", self.dtype_policy)
+        self.built = True
+        self.init_weights()
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+             labels=None, output_attentions=False, output_hidden_states=False, return_dict=True, training=None):
+        first = input_ids if input_ids is not None else inputs_embeds
+        num_choices = _shape_list(first)[1]
+
+        def flat(x):
+            return None if x is None else tf.reshape(x, [-1] + _shape_list(x)[2:])
+
+        out = self.roformer(flat(input_ids), flat(attention_mask), flat(token_type_ids), head_mask,
+                            flat(inputs_embeds), output_attentions=output_attentions,
+                            output_hidden_states=output_hidden_states)
+        # the reference summarises each choice by its LAST position, even when that is padding
+        logits = tf.reshape(self.classifier(out.last_hidden_state[:, -1]), [-1, num_choices])
+        loss = self.head_loss(logits, labels) if labels is not None else None
+        result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+    def head_loss(self, prediction, labels):
+        return _cross_entropy(prediction, labels, -100)
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
+class RoFormerForTokenClassification(RoFormerPreTrainedModel):
+    """RoFormer with a per-token classifier (NER, POS tagging).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64, num_labels=5)
+        >>> RoFormerForTokenClassification(cfg)(np.array([[2, 5, 3]])).logits.shape
+        TensorShape([1, 3, 5])
+    """
+
+    head = "token_classification"
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+        self.classifier = _dense(config, config.hidden_size, config.num_labels, "classifier", self.dtype_policy)
+        self.built = True
+        self.init_weights()
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+             labels=None, output_attentions=False, output_hidden_states=False, return_dict=True, training=None):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        logits = self.classifier(self.dropout(out.last_hidden_state))
+        loss = self.head_loss(logits, labels) if labels is not None else None
+        result = TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+    def head_loss(self, prediction, labels):
+        return lm_loss(prediction, labels)
+
+
+@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
+class RoFormerForQuestionAnswering(RoFormerPreTrainedModel):
+    """RoFormer with span start/end logits (extractive QA).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> out = RoFormerForQuestionAnswering(cfg)(np.array([[2, 5, 3]]))
+        >>> out.start_logits.shape, out.end_logits.shape
+        (TensorShape([1, 3]), TensorShape([1, 3]))
+    """
+
+    head = "question_answering"
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(config, **kwargs)
+        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+        self.qa_outputs = _dense(config, config.hidden_size, 2, "qa_outputs", self.dtype_policy)
+        self.built = True
+        self.init_weights()
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+             start_positions=None, end_positions=None, output_attentions=False, output_hidden_states=False,
+             return_dict=True, training=None):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        start_logits, end_logits = tf.unstack(self.qa_outputs(out.last_hidden_state), axis=-1)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = self.head_loss((start_logits, end_logits), (start_positions, end_positions))
+        result = QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+    def head_loss(self, prediction, labels):
+        return span_loss(*prediction, *labels)
+
+
+MODEL_CLASSES = {cls.head: cls for cls in (
+    RoFormerModel, RoFormerForMaskedLM, RoFormerForCausalLM, RoFormerForSequenceClassification,
+    RoFormerForMultipleChoice, RoFormerForTokenClassification, RoFormerForQuestionAnswering)}
+
+# The names of the reference TF classes, for people coming from them.
+TFRoFormerPreTrainedModel = RoFormerPreTrainedModel
+TFRoFormerModel = RoFormerModel
+TFRoFormerForMaskedLM = RoFormerForMaskedLM
+TFRoFormerForCausalLM = RoFormerForCausalLM
+TFRoFormerForSequenceClassification = RoFormerForSequenceClassification
+TFRoFormerForMultipleChoice = RoFormerForMultipleChoice
+TFRoFormerForTokenClassification = RoFormerForTokenClassification
+TFRoFormerForQuestionAnswering = RoFormerForQuestionAnswering
