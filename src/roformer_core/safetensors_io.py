@@ -129,7 +129,8 @@ def write_safetensors(path: str | os.PathLike, tensors: Mapping[str, np.ndarray]
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
     raw += b" " * (-len(raw) % 8)  # the reference writer aligns the data to 8 bytes
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
+        # "r+b", not "wb": truncating the fresh temp file again makes ext4 start writeback on close
+        with open(tmp, "r+b") as fh:
             fh.write(struct.pack("<Q", len(raw)))
             fh.write(raw)
             for (name, arr), (shape, tag, nbytes) in zip(items, shapes):
