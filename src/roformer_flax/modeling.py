@@ -1,0 +1,1120 @@
+"""RoFormer in Flax (``flax.linen``), top to bottom.
+
+The same classes in the same order as ``roformer_torch.modeling``; read them side by side.
+The params pytree has the reference Flax RoFormer names (``roformer/encoder/layer/0/attention/
+self/query/kernel`` ...), so ``flax.serialization.to_bytes(model.params)`` is a reference
+``flax_model.msgpack``, and every leaf maps to its canonical checkpoint name by rule
+(``roformer_core.checkpoint.to_canonical_name``: kernel -> weight transposed, scale -> weight,
+embedding -> weight). Arrays keep the PyTorch layouts too: heads are split as
+``[batch, heads, seq, head_dim]``, attentions are ``[batch, heads, query, key]`` and cached
+keys/values are ``[batch, heads, positions, head_dim]``.
+
+Each task is a linen Module (``RoFormerForMaskedLMModule``) plus the model object people know
+from the reference Flax API (``RoFormerForMaskedLM``: ``.module``, ``.params``, ``__call__``,
+``from_pretrained``, ``save_pretrained``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import warnings
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+from flax import serialization
+from flax.traverse_util import flatten_dict, unflatten_dict
+from jax import lax
+
+from roformer_core import checkpoint as ckpt_lib
+from roformer_core.config import RoFormerConfig
+from roformer_core.errors import CheckpointError, InputError
+from roformer_core.generation import generate as generate_loop
+from roformer_core.inputs import check_ids_range, check_shapes
+from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
+                                   SequenceClassifierOutput, TokenClassifierOutput)
+from roformer_core.rotary import rotary_sin_cos, table_rows
+from roformer_core.safetensors_io import TAGS
+
+MSGPACK_NAME = "flax_model.msgpack"
+_SHARED_CACHE: dict = {}
+
+ACT2FN = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "selu": jax.nn.selu,
+    "silu": jax.nn.silu,
+}
+
+# Outputs returned from jax.jit / pmap must be pytrees; None fields are empty subtrees.
+for _cls in (BaseModelOutput, MaskedLMOutput, CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput,
+             QuestionAnsweringModelOutput):
+    try:
+        jax.tree_util.register_dataclass(_cls, data_fields=[f.name for f in dataclasses.fields(_cls)],
+                                         meta_fields=[])
+    except ValueError:  # already registered (module reloaded)
+        pass
+
+
+class _Module(nn.Module):
+    """Fields every RoFormer linen module shares: the config, the computation dtype, the storage dtype."""
+
+    config: RoFormerConfig
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def _linear(self, features: int, use_bias: bool = True) -> nn.Dense:
+        return nn.Dense(features, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+                        kernel_init=nn.initializers.normal(self.config.initializer_range))
+
+    def _layer_norm(self) -> nn.LayerNorm:
+        # two-pass variance, as PyTorch computes it: the one-pass form costs parity digits
+        return nn.LayerNorm(epsilon=self.config.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
+                            use_fast_variance=False)
+
+    def _embed(self, num: int, features: int) -> nn.Embed:
+        return nn.Embed(num, features, dtype=self.dtype, param_dtype=self.param_dtype,
+                        embedding_init=nn.initializers.normal(self.config.initializer_range))
+
+    def _child(self, cls, **kwargs):
+        return cls(self.config, self.dtype, self.param_dtype, **kwargs)
+
+
+# -- encoder ------------------------------------------------------------------------------
+class RoFormerEmbeddings(_Module):
+    """word + token-type embeddings -> LayerNorm -> dropout (no position embedding: RoPE)."""
+
+    def setup(self):
+        self.word_embeddings = self._embed(self.config.vocab_size, self.config.embedding_size)
+        self.token_type_embeddings = self._embed(self.config.type_vocab_size, self.config.embedding_size)
+        self.LayerNorm = self._layer_norm()
+        self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+
+    def __call__(self, input_ids=None, token_type_ids=None, inputs_embeds=None, deterministic: bool = True):
+        if inputs_embeds is None:
+            inputs_embeds = self.word_embeddings(input_ids)
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros(inputs_embeds.shape[:-1], dtype=jnp.int32)
+        embeddings = inputs_embeds.astype(self.dtype) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(embeddings), deterministic=deterministic)
+
+
+def rotate_pairs(x: jax.Array) -> jax.Array:
+    """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...) on the last axis."""
+    pairs = x.reshape(*x.shape[:-1], -1, 2)
+    return jnp.stack((-pairs[..., 1], pairs[..., 0]), axis=-1).reshape(x.shape)
+
+
+def apply_rotary(x: jax.Array, sin: jax.Array, cos: jax.Array) -> jax.Array:
+    """Rotate ``x`` [batch, heads, seq, head_dim] by the angles of its positions."""
+    return x * cos + rotate_pairs(x) * sin
+
+
+def _extend_cache(past: jax.Array, new: jax.Array, cache_index) -> jax.Array:
+    """Append ``new`` positions to a growing cache, or write them into a fixed buffer at ``cache_index``."""
+    if cache_index is None:
+        return jnp.concatenate([past, new.astype(past.dtype)], axis=2)
+    return lax.dynamic_update_slice_in_dim(past, new.astype(past.dtype), cache_index, axis=2)
+
+
+class RoFormerSelfAttention(_Module):
+    """Multi-head attention with rotary q/k (and v when ``rotary_value``); also cross-attention."""
+
+    is_cross_attention: bool = False
+
+    def setup(self):
+        self.num_heads = self.config.num_attention_heads
+        self.head_dim = self.config.head_dim
+        self.query = self._linear(self.config.hidden_size)
+        self.key = self._linear(self.config.hidden_size)
+        self.value = self._linear(self.config.hidden_size)
+        self.dropout = nn.Dropout(self.config.attention_probs_dropout_prob)
+        self.rotary_value = self.config.rotary_value
+
+    def split_heads(self, x: jax.Array) -> jax.Array:
+        return x.reshape(*x.shape[:2], self.num_heads, self.head_dim).swapaxes(1, 2)
+
+    def __call__(self, hidden_states, attention_mask=None, sin_cos=None, head_mask=None, encoder_hidden_states=None,
+                 past_key_value=None, cache_index=None, output_attentions=False, deterministic: bool = True):
+        query = self.split_heads(self.query(hidden_states))
+        if self.is_cross_attention:
+            if past_key_value is not None:  # the encoder's keys/values do not change while decoding
+                key, value = past_key_value
+            else:
+                key = self.split_heads(self.key(encoder_hidden_states))
+                value = self.split_heads(self.value(encoder_hidden_states))
+        else:
+            sin, cos = sin_cos
+            key = self.split_heads(self.key(hidden_states))
+            value = self.split_heads(self.value(hidden_states))
+            query, key = apply_rotary(query, sin, cos), apply_rotary(key, sin, cos)
+            if self.rotary_value:
+                value = apply_rotary(value, sin, cos)
+            if past_key_value is not None:  # cached keys/values are already rotated
+                key = _extend_cache(past_key_value[0], key, cache_index)
+                value = _extend_cache(past_key_value[1], value, cache_index)
+        dropout_on = not deterministic and self.config.attention_probs_dropout_prob > 0
+        if output_attentions or head_mask is not None or dropout_on:
+            scores = query @ key.swapaxes(-1, -2) / math.sqrt(self.head_dim)
+            if attention_mask is not None:
+                scores = scores + attention_mask
+            # softmax in float32 even for bf16 compute: it is where half precision loses the most
+            probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
+            probs = self.dropout(probs, deterministic=deterministic)
+            if head_mask is not None:
+                probs = probs * head_mask
+            context = (probs @ value).swapaxes(1, 2)
+        else:  # jax picks a fused kernel where the platform has one; it wants [batch, seq, heads, head_dim]
+            probs = None
+            context = jax.nn.dot_product_attention(query.swapaxes(1, 2), key.swapaxes(1, 2), value.swapaxes(1, 2),
+                                                   bias=attention_mask)
+        context = context.reshape(*context.shape[:2], -1)
+        return context, probs, (key, value)
+
+
+class RoFormerSelfOutput(_Module):
+    """dense -> dropout -> residual -> LayerNorm."""
+
+    def setup(self):
+        self.dense = self._linear(self.config.hidden_size)
+        self.LayerNorm = self._layer_norm()
+        self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+
+    def __call__(self, hidden_states, input_tensor, deterministic: bool = True):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states), deterministic=deterministic) + input_tensor)
+
+
+class RoFormerAttention(_Module):
+    """Self (or cross) attention followed by its output block."""
+
+    is_cross_attention: bool = False
+
+    def setup(self):
+        self.self = self._child(RoFormerSelfAttention, is_cross_attention=self.is_cross_attention)
+        self.output = self._child(RoFormerSelfOutput)
+
+    def __call__(self, hidden_states, attention_mask=None, sin_cos=None, head_mask=None, encoder_hidden_states=None,
+                 past_key_value=None, cache_index=None, output_attentions=False, deterministic: bool = True):
+        context, probs, present = self.self(hidden_states, attention_mask, sin_cos, head_mask, encoder_hidden_states,
+                                            past_key_value, cache_index, output_attentions, deterministic)
+        return self.output(context, hidden_states, deterministic), probs, present
+
+
+class RoFormerIntermediate(_Module):
+    """dense -> activation."""
+
+    def setup(self):
+        self.dense = self._linear(self.config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[self.config.hidden_act]
+
+    def __call__(self, hidden_states):
+        return self.intermediate_act_fn(self.dense(hidden_states))
+
+
+class RoFormerOutput(_Module):
+    """dense -> dropout -> residual -> LayerNorm."""
+
+    def setup(self):
+        self.dense = self._linear(self.config.hidden_size)
+        self.LayerNorm = self._layer_norm()
+        self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+
+    def __call__(self, hidden_states, input_tensor, deterministic: bool = True):
+        return self.LayerNorm(self.dropout(self.dense(hidden_states), deterministic=deterministic) + input_tensor)
+
+
+class RoFormerLayer(_Module):
+    """attention -> (cross-attention) -> feed-forward, post-LayerNorm."""
+
+    def setup(self):
+        self.attention = self._child(RoFormerAttention)
+        self.has_cross_attention = self.config.is_decoder and self.config.add_cross_attention
+        if self.has_cross_attention:
+            self.crossattention = self._child(RoFormerAttention, is_cross_attention=True)
+        self.intermediate = self._child(RoFormerIntermediate)
+        self.output = self._child(RoFormerOutput)
+
+    def __call__(self, hidden_states, attention_mask=None, sin_cos=None, head_mask=None, encoder_hidden_states=None,
+                 encoder_attention_mask=None, past_key_value=None, cache_index=None, output_attentions=False,
+                 deterministic: bool = True):
+        self_past = past_key_value[:2] if past_key_value is not None else None
+        hidden_states, self_probs, present = self.attention(
+            hidden_states, attention_mask, sin_cos, head_mask, past_key_value=self_past, cache_index=cache_index,
+            output_attentions=output_attentions, deterministic=deterministic)
+        cross_probs = None
+        if encoder_hidden_states is None and self.has_cross_attention and self.is_initializing():
+            # linen creates params on first use; the checkpoint has cross-attention whether used or not
+            self.crossattention(hidden_states, encoder_hidden_states=hidden_states)
+        if encoder_hidden_states is not None:
+            if not self.has_cross_attention:
+                raise InputError("encoder_hidden_states given, but the config has no cross-attention "
+                                 "(set is_decoder=True and add_cross_attention=True)")
+            cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
+            hidden_states, cross_probs, cross_present = self.crossattention(
+                hidden_states, encoder_attention_mask, None, head_mask, encoder_hidden_states, cross_past,
+                output_attentions=output_attentions, deterministic=deterministic)
+            present = present + cross_present
+        hidden_states = self.output(self.intermediate(hidden_states), hidden_states, deterministic)
+        return hidden_states, self_probs, cross_probs, present
+
+
+class _LayerList(_Module):
+    """Flax's counterpart of ``torch.nn.ModuleList``: children named "0", "1", ..., so the params
+    read ``encoder/layer/0/...`` as in the reference Flax RoFormer (a plain list would give ``layer_0``)."""
+
+    def setup(self):
+        self.layers = [self._child(RoFormerLayer, name=str(i)) for i in range(self.config.num_hidden_layers)]
+
+
+def _cache_positions(past_key_values, cache_index, seq_length: int):
+    """(first position of the new tokens, number of key positions attended) for a cache mode.
+
+    A growing cache holds exactly the past positions; a fixed buffer (``cache_index`` given,
+    possibly traced under jit) holds every position up to its length, the unwritten ones masked.
+    """
+    past_length = 0 if past_key_values is None else past_key_values[0][0].shape[2]
+    if cache_index is None:
+        return past_length, past_length + seq_length
+    return cache_index, past_length
+
+
+class RoFormerEncoder(_Module):
+    """The stack of layers; owns the rotary table (a constant, never a parameter)."""
+
+    def setup(self):
+        self.layer = self._child(_LayerList)
+
+    def sin_cos(self, offset, seq_length: int, key_length: int):
+        """Rotary sin/cos for positions ``offset .. offset + seq_length``; ``offset`` may be traced."""
+        rows = table_rows(key_length, self.config.max_position_embeddings)
+        sin, cos = rotary_sin_cos(rows, self.config.head_dim, dtype=np.float32)
+        return tuple(lax.dynamic_slice_in_dim(jnp.asarray(t, self.dtype), offset, seq_length) for t in (sin, cos))
+
+    def __call__(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
+                 encoder_attention_mask=None, past_key_values=None, cache_index=None, use_cache=False,
+                 output_attentions=False, output_hidden_states=False, deterministic: bool = True):
+        offset, key_length = _cache_positions(past_key_values, cache_index, hidden_states.shape[1])
+        sin_cos = self.sin_cos(offset, hidden_states.shape[1], key_length)
+        all_hidden, all_attn, all_cross, presents = [], [], [], []
+        for i, layer in enumerate(self.layer.layers):
+            if output_hidden_states:
+                all_hidden.append(hidden_states)
+            hidden_states, probs, cross, present = layer(
+                hidden_states, attention_mask, sin_cos, None if head_mask is None else head_mask[i],
+                encoder_hidden_states, encoder_attention_mask,
+                None if past_key_values is None else past_key_values[i], cache_index, output_attentions,
+                deterministic)
+            if use_cache:
+                presents.append(present)
+            if output_attentions:
+                all_attn.append(probs)
+                if cross is not None:
+                    all_cross.append(cross)
+        if output_hidden_states:
+            all_hidden.append(hidden_states)
+        return BaseModelOutput(
+            last_hidden_state=hidden_states,
+            past_key_values=tuple(presents) if use_cache else None,
+            hidden_states=tuple(all_hidden) if output_hidden_states else None,
+            attentions=tuple(all_attn) if output_attentions else None,
+            cross_attentions=tuple(all_cross) if output_attentions and all_cross else None,
+        )
+
+
+# -- heads' building blocks -------------------------------------------------------------
+class RoFormerPredictionHeadTransform(_Module):
+    """dense(H -> E) -> activation -> LayerNorm(E)."""
+
+    def setup(self):
+        self.dense = self._linear(self.config.embedding_size)
+        self.transform_act_fn = ACT2FN[self.config.hidden_act]
+        self.LayerNorm = self._layer_norm()
+
+    def __call__(self, hidden_states):
+        return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
+
+
+class RoFormerLMPredictionHead(_Module):
+    """transform -> decoder (the word embeddings, tied unless the config unties them) + bias."""
+
+    def setup(self):
+        self.transform = self._child(RoFormerPredictionHeadTransform)
+        if not self.config.tie_word_embeddings:
+            self.decoder = self._linear(self.config.vocab_size, use_bias=False)
+        self.bias = self.param("bias", nn.initializers.zeros, (self.config.vocab_size,), self.param_dtype)
+
+    def __call__(self, hidden_states, word_embeddings):
+        hidden_states = self.transform(hidden_states)
+        if self.config.tie_word_embeddings:
+            logits = hidden_states @ jnp.asarray(word_embeddings, self.dtype).T
+        else:
+            logits = self.decoder(hidden_states)
+        return logits + jnp.asarray(self.bias, self.dtype)
+
+
+class RoFormerOnlyMLMHead(_Module):
+    """The ``cls`` of the LM heads: only the predictions."""
+
+    def setup(self):
+        self.predictions = self._child(RoFormerLMPredictionHead)
+
+    def __call__(self, sequence_output, word_embeddings):
+        return self.predictions(sequence_output, word_embeddings)
+
+
+class RoFormerClassificationHead(_Module):
+    """First token -> dropout -> dense -> hidden_act -> dropout -> out_proj."""
+
+    def setup(self):
+        self.dense = self._linear(self.config.hidden_size)
+        self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+        self.out_proj = self._linear(self.config.num_labels)
+        self.act = ACT2FN[self.config.hidden_act]
+
+    def __call__(self, features, deterministic: bool = True):
+        x = self.dropout(features[:, 0, :], deterministic=deterministic)
+        x = self.dropout(self.act(self.dense(x)), deterministic=deterministic)
+        return self.out_proj(x)
+
+
+# -- losses -----------------------------------------------------------------------------
+# Each loss is built from (sum, count) terms so that data-parallel training can divide by the
+# count over ALL devices (roformer_flax.training); the model itself reports their mean.
+def cross_entropy_sum(logits, labels, ignore_index: int = -100):
+    """(summed cross-entropy over positions whose label is not ``ignore_index``, their number)."""
+    logits = logits.reshape(-1, logits.shape[-1]).astype(jnp.float32)
+    labels = labels.reshape(-1)
+    valid = labels != ignore_index
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    picked = jnp.take_along_axis(log_probs, jnp.where(valid, labels, 0)[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    return -jnp.sum(jnp.where(valid, picked, 0.0)), jnp.sum(valid).astype(jnp.float32)
+
+
+def problem_type(config: RoFormerConfig, labels) -> str:
+    """The config's ``problem_type``, or the reference's guess from num_labels and the label dtype."""
+    if config.problem_type is not None:
+        return config.problem_type
+    if config.num_labels == 1:
+        return "regression"
+    if jnp.issubdtype(labels.dtype, jnp.integer):
+        return "single_label_classification"
+    return "multi_label_classification"
+
+
+def classification_terms(logits, labels, config: RoFormerConfig):
+    """(sum, count) of MSE, cross-entropy or binary cross-entropy, by :func:`problem_type`."""
+    problem = problem_type(config, labels)
+    if problem == "regression":
+        if config.num_labels == 1:
+            logits, labels = logits.reshape(-1), labels.reshape(-1)
+        err = (logits.astype(jnp.float32) - labels.astype(jnp.float32)) ** 2
+        return jnp.sum(err), jnp.float32(err.size)
+    if problem == "single_label_classification":
+        return cross_entropy_sum(logits, labels)
+    x, y = logits.astype(jnp.float32), labels.astype(jnp.float32)
+    bce = jnp.maximum(x, 0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x)))  # stable BCE with logits
+    return jnp.sum(bce), jnp.float32(bce.size)
+
+
+def span_terms(start_logits, end_logits, start_positions, end_positions):
+    """Start and end cross-entropy terms; positions outside the sequence are ignored."""
+    ignored = start_logits.shape[1]
+    start = jnp.clip(start_positions.reshape(-1), 0, ignored)
+    end = jnp.clip(end_positions.reshape(-1), 0, ignored)
+    return cross_entropy_sum(start_logits, start, ignored), cross_entropy_sum(end_logits, end, ignored)
+
+
+def mean_of_terms(*terms):
+    """Mean over terms of sum / count (a term with nothing counted adds 0)."""
+    return sum(s / jnp.maximum(c, 1.0) for s, c in terms) / len(terms)
+
+
+def lm_loss(logits, labels):
+    """Cross-entropy over the vocabulary; label -100 is ignored."""
+    return mean_of_terms(cross_entropy_sum(logits, labels))
+
+
+def classification_loss(logits, labels, config: RoFormerConfig):
+    """Regression (MSE), single-label (cross-entropy) or multi-label (BCE) by ``problem_type``."""
+    return mean_of_terms(classification_terms(logits, labels, config))
+
+
+def span_loss(start_logits, end_logits, start_positions, end_positions):
+    """Mean of start and end cross-entropy; positions outside the sequence are ignored."""
+    return mean_of_terms(*span_terms(start_logits, end_logits, start_positions, end_positions))
+
+
+# -- shared model behaviour: init, loading, saving ------------------------------------------
+class RoFormerPreTrainedModel:
+    """The model object of the reference Flax API: ``.module``, ``.params``, ``__call__``, loading, saving.
+
+    ``dtype`` is the computation dtype, ``param_dtype`` the storage dtype of the params.
+    """
+
+    head = "model"
+    module_class: type = None
+    #: shape of the dummy input that initialises the params
+    dummy_shape = (1, 1)
+
+    def __init__(self, config: RoFormerConfig, input_shape: tuple | None = None, seed: int = 0,
+                 dtype=jnp.float32, param_dtype=jnp.float32, _do_init: bool = True):
+        self.config = config
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.module = self.module_class(config, dtype=dtype, param_dtype=param_dtype)
+        self.input_shape = tuple(input_shape or self.dummy_shape)
+        # traced shapes and compiled functions, shared by every model of this class, config and
+        # dtypes (loading the same architecture twice traces and compiles nothing new)
+        key = (type(self), json.dumps(config.to_dict(), sort_keys=True), jnp.dtype(dtype).name,
+               jnp.dtype(param_dtype).name)
+        self._cache: dict = _SHARED_CACHE.setdefault(key, {})
+        self._params = self.init_weights(jax.random.PRNGKey(seed), self.input_shape) if _do_init else None
+
+    @property
+    def params(self):
+        if self._params is None:
+            raise InputError(f"{type(self).__name__} was built with _do_init=False: set .params or call init_weights")
+        return self._params
+
+    @params.setter
+    def params(self, params):
+        self._params = params
+
+    def init_weights(self, rng, input_shape: tuple | None = None, params: dict | None = None) -> dict:
+        """Reference initialisation: normal(0, initializer_range) matrices, zero biases, unit LayerNorm,
+        zero padding row; leaves present in ``params`` are kept (a head added to a loaded encoder).
+
+        Like PyTorch's ``init_weights`` this goes by rule over the leaves (their shapes from
+        :meth:`abstract_params`), drawing from a numpy generator seeded by ``rng``: running
+        ``module.init`` would compile the whole forward pass just to throw its result away.
+
+        Example:
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+            ...                      num_attention_heads=4, intermediate_size=64)
+            >>> model = RoFormerForMaskedLM(cfg, _do_init=False)
+            >>> params = model.init_weights(jax.random.PRNGKey(0), (1, 4))
+            >>> params["cls"]["predictions"]["bias"].shape
+            (100,)
+        """
+        given = flatten_dict(params) if params is not None else {}
+        generator = np.random.default_rng(np.asarray(jax.random.key_data(rng)).ravel())
+        std = self.config.initializer_range
+        word_embeddings = ("embeddings", "word_embeddings", "embedding")
+        if self.head != "model":
+            word_embeddings = ("roformer",) + word_embeddings
+        flat = {}
+        for path, leaf in flatten_dict(self.abstract_params(input_shape)).items():
+            if path in given:
+                flat[path] = given[path]
+                continue
+            if path[-1] in ("kernel", "embedding"):
+                value = generator.normal(0.0, std, leaf.shape)
+                if path == word_embeddings:  # the reference zeroes the padding row
+                    value[self.config.pad_token_id] = 0
+            else:  # biases (the LM bias too) are zero, LayerNorm scales one
+                value = np.full(leaf.shape, 1.0 if path[-1] == "scale" else 0.0)
+            flat[path] = jnp.asarray(value, dtype=leaf.dtype)
+        return unflatten_dict(flat)
+
+    def abstract_params(self, input_shape: tuple | None = None) -> dict:
+        """The params' shapes and dtypes (``jax.ShapeDtypeStruct`` leaves), traced without computing anything."""
+        input_shape = tuple(input_shape or self.input_shape)
+        if ("abstract", input_shape) not in self._cache:
+            module = self.module
+
+            def init():
+                key = jax.random.PRNGKey(0)
+                return module.init({"params": key, "dropout": key}, jnp.zeros(input_shape, jnp.int32))["params"]
+            self._cache["abstract", input_shape] = jax.eval_shape(init)
+        return self._cache["abstract", input_shape]
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, params=None,
+                 dropout_rng=None, train: bool = False, output_attentions: bool = False,
+                 output_hidden_states: bool = False, return_dict: bool = True, **kwargs):
+        """Run the model; ``kwargs`` are the head's extra inputs (``labels``, ``past_key_values`` ...).
+
+        ``train=True`` turns dropout on and needs ``dropout_rng`` when the config has dropout.
+        Like the reference, this runs ``module.apply`` eagerly and checks concrete ids; for speed
+        wrap it, params passed in: ``jax.jit(lambda p, ids: model(ids, params=p).logits)``.
+        """
+        if train and dropout_rng is None and (self.config.hidden_dropout_prob > 0
+                                              or self.config.attention_probs_dropout_prob > 0):
+            raise InputError("train=True with dropout in the config needs dropout_rng (a jax.random key)")
+        arrays = {k: _as_array(v) for k, v in kwargs.items()}
+        prediction_mask = arrays.pop("prediction_mask", None)
+        if prediction_mask is not None:  # a data-dependent count: resolved here, on the concrete mask
+            arrays["prediction_positions"] = tuple(jnp.asarray(i) for i in np.nonzero(np.asarray(prediction_mask)))
+        return self.module.apply({"params": self.params if params is None else params}, _as_array(input_ids),
+                                 _as_array(attention_mask), _as_array(token_type_ids), _as_array(head_mask),
+                                 output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                 return_dict=return_dict, deterministic=not train,
+                                 rngs={} if dropout_rng is None else {"dropout": dropout_rng}, **arrays)
+
+    @classmethod
+    def from_config(cls, config: RoFormerConfig, dtype=jnp.float32, param_dtype=jnp.float32, seed: int = 0):
+        """A freshly initialised model.
+
+        Example:
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+            ...                      num_attention_heads=4, intermediate_size=64)
+            >>> RoFormerModel.from_config(cfg).params["embeddings"]["word_embeddings"]["embedding"].shape
+            (100, 32)
+        """
+        return cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype)
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, dtype=jnp.float32, param_dtype=None,
+                        config: RoFormerConfig | None = None, seed: int = 0, **config_overrides):
+        """Load a canonical checkpoint folder (or a folder holding a reference ``flax_model.msgpack``).
+
+        ``dtype`` is the computation dtype; ``param_dtype=None`` keeps the stored float dtype.
+        Keyword overrides change the config (``num_labels=3``, ``hidden_dropout_prob=0.0`` ...).
+        A bare-model checkpoint loads into a head model (the head is initialised, and a warning
+        says so).
+
+        Example:
+            >>> import tempfile
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+            ...                      num_attention_heads=4, intermediate_size=64)
+            >>> d = tempfile.mkdtemp(); RoFormerForMaskedLM.from_config(cfg).save_pretrained(d)
+            >>> model = RoFormerForMaskedLM.from_pretrained(d, dtype=jnp.bfloat16)
+            >>> model(np.array([[2, 5, 3]])).logits.dtype
+            dtype(bfloat16)
+        """
+        path = os.fspath(path)
+        if os.path.isdir(path) and os.path.isfile(os.path.join(path, MSGPACK_NAME)) \
+                and not os.path.isfile(os.path.join(path, ckpt_lib.WEIGHTS_NAME)) \
+                and not os.path.isfile(os.path.join(path, ckpt_lib.WEIGHTS_INDEX_NAME)):
+            store = _MsgpackCheckpoint(path, config)
+        else:
+            store = ckpt_lib.Checkpoint(path, config)
+        config = store.config.replace(**config_overrides) if config_overrides else store.config
+        plan = ckpt_lib.plan_load({n: store.shape(n) for n in store.names()}, config, cls.head)
+        if param_dtype is None:
+            tag = store.dtype(next(iter(plan.sources.values())))
+            param_dtype = {"F16": jnp.float16, "BF16": jnp.bfloat16}.get(tag, jnp.float32)
+        model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
+        loaded = {}
+        for leaf_path in flatten_dict(model.abstract_params()):
+            name, transpose = ckpt_lib.to_canonical_name(leaf_path)
+            if name in plan.sources:
+                array = np.asarray(store.get(plan.sources[name]))
+                if array.dtype == np.uint16:  # safetensors BF16 arrives as its raw bits
+                    array = array.view(ml_dtypes.bfloat16)
+                loaded[leaf_path] = jnp.asarray(array.T if transpose else array, dtype=param_dtype)
+        params = unflatten_dict(loaded)
+        if plan.initialised:
+            params = model.init_weights(jax.random.PRNGKey(seed), model.input_shape, params)
+        model.params = params
+        plan.report(cls.__name__)
+        return model
+
+    def save_pretrained(self, directory: str | os.PathLike, params=None, flax_msgpack: bool = False) -> None:
+        """Write ``config.json`` + ``model.safetensors`` (canonical names, the params' dtype), atomically.
+
+        ``params`` defaults to ``self.params`` (pass unreplicated params after pmap training);
+        ``flax_msgpack=True`` also writes ``flax_model.msgpack`` for the reference Flax classes.
+        """
+        params = self.params if params is None else params
+        tensors = params_to_state_dict(params, self.config, self.head)
+        extra = None
+        if flax_msgpack:
+            def extra(tmp: str) -> None:
+                with open(os.path.join(tmp, MSGPACK_NAME), "wb") as fh:
+                    fh.write(serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
+        ckpt_lib.save_checkpoint(directory, self.config, tensors, extra_files=extra)
+        stale = os.path.join(os.fspath(directory), MSGPACK_NAME)
+        if not flax_msgpack and os.path.exists(stale):  # older weights beside the new ones would mislead readers
+            os.remove(stale)
+
+
+def params_to_state_dict(params, config: RoFormerConfig, head: str) -> dict[str, np.ndarray]:
+    """The params as ``{canonical name: numpy array}`` in reference order (kernels transposed).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> state = params_to_state_dict(RoFormerModel.from_config(cfg).params, cfg, "model")
+        >>> state["encoder.layer.0.intermediate.dense.weight"].shape
+        (64, 32)
+    """
+    state = {}
+    for leaf_path, leaf in flatten_dict(params).items():
+        name, transpose = ckpt_lib.to_canonical_name(leaf_path)
+        array = np.asarray(leaf)
+        state[name] = array.T if transpose else array
+    spec = ckpt_lib.canonical_spec(config, head)
+    wrong = [f"{n} {state[n].shape} (config wants {spec[n]})" for n in spec if n in state and state[n].shape != spec[n]]
+    problems = (["wrong shape: " + "; ".join(wrong)] if wrong else []) \
+        + (["missing: " + ", ".join(n for n in spec if n not in state)] if set(spec) - set(state) else []) \
+        + (["unexpected: " + ", ".join(n for n in state if n not in spec)] if set(state) - set(spec) else [])
+    if problems:
+        hint = " (replicated params from pmap? pass flax.jax_utils.unreplicate(params))" if wrong else ""
+        raise CheckpointError(f"params do not fit the {head!r} spec of the config: " + " | ".join(problems) + hint)
+    return {n: state[n] for n in spec}
+
+
+class _MsgpackCheckpoint:
+    """A reference ``flax_model.msgpack`` seen through canonical names (kernels transposed to [out, in])."""
+
+    def __init__(self, path: str, config: RoFormerConfig | None):
+        file = os.path.join(path, MSGPACK_NAME)
+        try:
+            with open(file, "rb") as fh:
+                tree = serialization.msgpack_restore(fh.read())
+        except Exception as e:  # msgpack raises many types for a bad file
+            raise CheckpointError(f"{file} is not a readable Flax msgpack file: {e}") from None
+        self.arrays = {}
+        for leaf_path, leaf in flatten_dict(tree).items():
+            name, transpose = ckpt_lib.to_canonical_name(leaf_path)
+            self.arrays[name] = np.asarray(leaf).T if transpose else np.asarray(leaf)
+        self.config = config or RoFormerConfig.from_json_file(path)
+
+    def names(self):
+        return list(self.arrays)
+
+    def shape(self, name):
+        return tuple(self.arrays[name].shape)
+
+    def dtype(self, name):
+        return TAGS.get(self.arrays[name].dtype.name, "F32")
+
+    def get(self, name):
+        return self.arrays[name]
+
+
+def _as_array(x):
+    """Array-likes (numpy, lists) become jax arrays; pytrees (caches) and None pass through."""
+    if x is None or isinstance(x, (jax.Array, tuple, dict)):
+        return x
+    return jnp.asarray(x)
+
+
+def _concrete(x) -> bool:
+    return x is not None and not isinstance(x, jax.core.Tracer)
+
+
+def check_inputs(config: RoFormerConfig, input_ids, attention_mask, token_type_ids, inputs_embeds,
+                 past_length: int) -> None:
+    """Raise :class:`InputError` for missing or non-integer ids, ids out of range, or shapes that do
+    not fit. Id values are checked only when concrete: under ``jax.jit`` they are unknown until run."""
+    if input_ids is None and inputs_embeds is None:
+        raise InputError("give input_ids or inputs_embeds")
+    if input_ids is not None and inputs_embeds is not None:
+        raise InputError("give input_ids or inputs_embeds, not both")
+    for name, ids, limit, field in (("input_ids", input_ids, config.vocab_size, "vocab_size"),
+                                    ("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size")):
+        if ids is None:
+            continue
+        if not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise InputError(f"{name} must be integers, got {ids.dtype}")
+        if _concrete(ids) and ids.size:
+            check_ids_range(name, int(ids.min()), int(ids.max()), limit, field)
+    shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:-1])
+    check_shapes(shape, None if attention_mask is None else tuple(attention_mask.shape), past_length,
+                 None if token_type_ids is None else tuple(token_type_ids.shape))
+
+
+def _check_cache_room(cache_index, seq_length: int, capacity: int) -> None:
+    """A fixed cache buffer must hold the new positions (checked when ``cache_index`` is concrete):
+    past its end, ``dynamic_update_slice`` would silently overwrite the last positions."""
+    if _concrete(cache_index) and not 0 <= int(cache_index) <= capacity - seq_length:
+        raise InputError(f"the cache holds {capacity} positions; cache_index {int(cache_index)} + {seq_length} new "
+                         f"tokens do not fit (make a larger one with init_cache)")
+
+
+def _extended_mask(attention_mask, input_shape, offset, key_length: int, is_decoder: bool, dtype):
+    """Additive mask [batch, 1, q, k] (or [batch, 1, 1, k]); None when nothing is masked."""
+    batch, seq = input_shape
+    mask = None
+    if attention_mask is not None:
+        mask = attention_mask[:, None, :, :] if attention_mask.ndim == 3 else attention_mask[:, None, None, :]
+        mask = mask.astype(bool)
+    if is_decoder:  # each query sees the cache and itself and what came before
+        q = offset + jnp.arange(seq)[:, None]
+        causal = (jnp.arange(key_length)[None, :] <= q)[None, None]
+        mask = causal if mask is None else mask & causal
+    if mask is None:
+        return None
+    return jnp.where(mask, 0.0, jnp.finfo(dtype).min).astype(dtype)
+
+
+def _head_mask(head_mask, num_layers: int, dtype):
+    """[heads] or [layers, heads] -> [layers, 1, heads, 1, 1] (or None)."""
+    if head_mask is None:
+        return None
+    if head_mask.ndim == 1:
+        head_mask = jnp.broadcast_to(head_mask[None], (num_layers, head_mask.shape[0]))
+    return head_mask[:, None, :, None, None].astype(dtype)
+
+
+# -- the models ---------------------------------------------------------------------------
+class RoFormerModule(_Module):
+    """The bare RoFormer encoder (or decoder, with ``is_decoder``) as a linen Module.
+
+    ``past_key_values`` is a growing cache (new keys appended); with ``cache_index`` it is a
+    fixed-size buffer (``RoFormerForCausalLM.init_cache``) written at that index, which may be
+    a traced value, so one jitted decoding step serves every position.
+    """
+
+    def setup(self):
+        self.embeddings = self._child(RoFormerEmbeddings)
+        if self.config.embedding_size != self.config.hidden_size:
+            self.embeddings_project = self._linear(self.config.hidden_size)
+        self.encoder = self._child(RoFormerEncoder)
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                 encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, cache_index=None,
+                 use_cache=None, output_attentions=False, output_hidden_states=False, return_dict=True,
+                 deterministic: bool = True):
+        first = input_ids if input_ids is not None else inputs_embeds
+        seq_length = first.shape[1] if first is not None and first.ndim > 1 else 0  # bad shapes: check_inputs says
+        offset, key_length = _cache_positions(past_key_values, cache_index, seq_length)
+        check_inputs(self.config, input_ids, attention_mask, token_type_ids, inputs_embeds, key_length - seq_length)
+        if cache_index is not None:
+            _check_cache_room(cache_index, seq_length, key_length)
+        use_cache = self.config.is_decoder and (self.config.use_cache if use_cache is None else use_cache)
+        hidden = self.embeddings(input_ids, token_type_ids, inputs_embeds, deterministic)
+        if self.config.embedding_size != self.config.hidden_size:
+            hidden = self.embeddings_project(hidden)
+        mask = _extended_mask(attention_mask, hidden.shape[:2], offset, key_length, self.config.is_decoder,
+                              self.dtype)
+        encoder_mask = None
+        if encoder_hidden_states is not None and encoder_attention_mask is not None:
+            encoder_mask = _extended_mask(encoder_attention_mask, encoder_hidden_states.shape[:2], 0,
+                                          encoder_hidden_states.shape[1], False, self.dtype)
+        out = self.encoder(hidden, mask, _head_mask(head_mask, self.config.num_hidden_layers, self.dtype),
+                           encoder_hidden_states, encoder_mask, past_key_values, cache_index, use_cache,
+                           output_attentions, output_hidden_states, deterministic)
+        return out if return_dict else out.to_tuple()
+
+
+class RoFormerModel(RoFormerPreTrainedModel):
+    """The bare RoFormer encoder (or decoder, with ``is_decoder``).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> model = RoFormerModel.from_config(cfg)
+        >>> model(np.array([[2, 5, 7, 3]])).last_hidden_state.shape
+        (1, 4, 32)
+    """
+
+    head = "model"
+    module_class = RoFormerModule
+
+
+class RoFormerForMaskedLMModule(_Module):
+    """The linen Module of :class:`RoFormerForMaskedLM` (its ``.module``)."""
+
+    def setup(self):
+        self.roformer = self._child(RoFormerModule)
+        self.cls = self._child(RoFormerOnlyMLMHead)
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                 labels=None, output_attentions=False, output_hidden_states=False, return_dict=True,
+                 prediction_positions=None, deterministic: bool = True):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                            deterministic=deterministic)
+        sequence = out.last_hidden_state
+        if prediction_positions is not None:  # (rows, cols) of the positions to predict
+            rows, cols = prediction_positions
+            sequence = sequence[rows, cols]
+            labels = labels[rows, cols] if labels is not None else None
+        logits = self.cls(sequence, self.roformer.embeddings.word_embeddings.embedding)
+        loss = lm_loss(logits, labels) if labels is not None else None
+        result = MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class RoFormerForMaskedLM(RoFormerPreTrainedModel):
+    """RoFormer with the masked-language-model head.
+
+    ``prediction_mask`` (bool [batch, seq]) computes vocabulary logits only where it is True,
+    returning ``[num_true, vocab]`` (the module takes the positions, ``prediction_positions=
+    np.nonzero(mask)``, since a data-dependent count cannot be traced).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> model = RoFormerForMaskedLM.from_config(cfg)
+        >>> ids = np.array([[2, 5, 4, 3]])
+        >>> model(ids).logits.shape, model(ids, prediction_mask=ids == 4).logits.shape
+        ((1, 4, 100), (1, 100))
+    """
+
+    head = "masked_lm"
+    module_class = RoFormerForMaskedLMModule
+
+
+class RoFormerForCausalLMModule(_Module):
+    """The linen Module of :class:`RoFormerForCausalLM` (its ``.module``)."""
+
+    def setup(self):
+        self.roformer = self._child(RoFormerModule)
+        self.cls = self._child(RoFormerOnlyMLMHead)
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                 encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, labels=None,
+                 use_cache=None, output_attentions=False, output_hidden_states=False, return_dict=True,
+                 cache_index=None, deterministic: bool = True):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            encoder_hidden_states, encoder_attention_mask, past_key_values, cache_index, use_cache,
+                            output_attentions, output_hidden_states, deterministic=deterministic)
+        logits = self.cls(out.last_hidden_state, self.roformer.embeddings.word_embeddings.embedding)
+        loss = None
+        if labels is not None:  # predict token t+1 from positions up to t
+            loss = lm_loss(logits[:, :-1], labels[:, 1:])
+        result = CausalLMOutput(loss, logits, out.past_key_values, out.hidden_states, out.attentions,
+                                out.cross_attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class RoFormerForCausalLM(RoFormerPreTrainedModel):
+    """RoFormer decoder with the LM head: causal mask, cache, cross-attention, ``generate``.
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64, is_decoder=True)
+        >>> model = RoFormerForCausalLM.from_config(cfg)
+        >>> model.generate(np.array([[2, 5]]), max_new_tokens=3).shape
+        (1, 5)
+    """
+
+    head = "causal_lm"
+    module_class = RoFormerForCausalLMModule
+
+    def __init__(self, config: RoFormerConfig, *args, **kwargs):
+        if not config.is_decoder:
+            warnings.warn("RoFormerForCausalLM with is_decoder=False has no causal mask; set is_decoder=True",
+                          stacklevel=2)
+        super().__init__(config, *args, **kwargs)
+
+    def init_cache(self, batch_size: int, max_length: int):
+        """Zero key/value buffers for ``max_length`` positions, to use with ``cache_index``.
+
+        Example:
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+            ...                      num_attention_heads=4, intermediate_size=64, is_decoder=True)
+            >>> model = RoFormerForCausalLM.from_config(cfg)
+            >>> cache = model.init_cache(1, 8)
+            >>> out = model(np.array([[2, 5]]), np.array([[1, 1] + [0] * 6]), past_key_values=cache, cache_index=0)
+            >>> out.past_key_values[0][0].shape
+            (1, 4, 8, 8)
+        """
+        c = self.config
+        zeros = jnp.zeros((batch_size, c.num_attention_heads, max_length, c.head_dim), self.dtype)
+        return tuple((zeros, zeros) for _ in range(c.num_hidden_layers))
+
+    def _decode_step(self):
+        """One jitted step over fixed-size buffers: compiled once for the prompt, once for single tokens."""
+        if "decode" not in self._cache:
+            module = self.module  # not self: the shared cache must not keep this model's params alive
+
+            def step(params, ids, mask, cache, index, encoder_hidden_states, encoder_attention_mask):
+                out = module.apply({"params": params}, ids, mask, encoder_hidden_states=encoder_hidden_states,
+                                   encoder_attention_mask=encoder_attention_mask, past_key_values=cache,
+                                   cache_index=index, use_cache=True)
+                return out.logits[:, -1].astype(jnp.float32), out.past_key_values
+            self._cache["decode"] = jax.jit(step)
+        return self._cache["decode"]
+
+    def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id=None, pad_token_id=None,
+                 seed=None, encoder_hidden_states=None, encoder_attention_mask=None, params=None) -> jax.Array:
+        """Greedy or sampled continuation (temperature, top-k, top-p) using the key/value cache."""
+        ids = np.asarray(input_ids)
+        if ids.ndim == 2 and np.issubdtype(ids.dtype, np.integer) and ids.size:
+            check_ids_range("input_ids", int(ids.min()), int(ids.max()), self.config.vocab_size, "vocab_size")
+        batch, length = ids.shape if ids.ndim == 2 else (0, 0)
+        capacity = length + max_new_tokens
+        step_fn = self._decode_step()
+        params = self.params if params is None else params
+        enc = _as_array(encoder_hidden_states)
+        enc_mask = _as_array(encoder_attention_mask)
+
+        def step(new_ids, mask, past):
+            cache, index = past if past is not None else (self.init_cache(batch, capacity), 0)
+            full_mask = np.zeros((batch, capacity), np.int32)  # fixed shape: one compiled step for every position
+            full_mask[:, :mask.shape[1]] = mask
+            logits, cache = step_fn(params, jnp.asarray(new_ids, jnp.int32), jnp.asarray(full_mask), cache,
+                                    jnp.asarray(index, jnp.int32), enc, enc_mask)
+            return np.asarray(logits), (cache, index + new_ids.shape[1])
+
+        out = generate_loop(step, input_ids, None if attention_mask is None else np.asarray(attention_mask),
+                            max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
+                            top_k=top_k, top_p=top_p, eos_token_id=eos_token_id,
+                            pad_token_id=self.config.pad_token_id if pad_token_id is None else pad_token_id,
+                            seed=seed)
+        return jnp.asarray(out)
+
+
+class RoFormerForSequenceClassificationModule(_Module):
+    """The linen Module of :class:`RoFormerForSequenceClassification` (its ``.module``)."""
+
+    def setup(self):
+        self.roformer = self._child(RoFormerModule)
+        self.classifier = self._child(RoFormerClassificationHead)
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                 labels=None, output_attentions=False, output_hidden_states=False, return_dict=True,
+                 deterministic: bool = True):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                            deterministic=deterministic)
+        logits = self.classifier(out.last_hidden_state, deterministic)
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class RoFormerForSequenceClassification(RoFormerPreTrainedModel):
+    """RoFormer with a sentence-level head on the first token (regression, single- or multi-label).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64, num_labels=3)
+        >>> RoFormerForSequenceClassification.from_config(cfg)(np.array([[2, 5, 3]])).logits.shape
+        (1, 3)
+    """
+
+    head = "sequence_classification"
+    module_class = RoFormerForSequenceClassificationModule
+
+
+class RoFormerForMultipleChoiceModule(_Module):
+    """The linen Module of :class:`RoFormerForMultipleChoice` (its ``.module``)."""
+
+    def setup(self):
+        self.roformer = self._child(RoFormerModule)
+        self.classifier = self._linear(1)
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                 labels=None, output_attentions=False, output_hidden_states=False, return_dict=True,
+                 deterministic: bool = True):
+        first = input_ids if input_ids is not None else inputs_embeds
+        if first is None or first.ndim < 3:
+            raise InputError("multiple choice inputs must be [batch, num_choices, seq]")
+        num_choices = first.shape[1]
+
+        def flat(x):
+            return None if x is None else x.reshape(-1, *x.shape[2:])
+
+        out = self.roformer(flat(input_ids), flat(attention_mask), flat(token_type_ids), head_mask,
+                            flat(inputs_embeds), output_attentions=output_attentions,
+                            output_hidden_states=output_hidden_states, deterministic=deterministic)
+        # the reference summarises each choice by its LAST position, even when that is padding
+        logits = self.classifier(out.last_hidden_state[:, -1]).reshape(-1, num_choices)
+        loss = lm_loss(logits, labels) if labels is not None else None
+        result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class RoFormerForMultipleChoice(RoFormerPreTrainedModel):
+    """RoFormer scoring each choice from its last position; inputs are [batch, choices, seq].
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> RoFormerForMultipleChoice.from_config(cfg)(np.array([[[2, 5, 3], [2, 6, 3]]])).logits.shape
+        (1, 2)
+    """
+
+    head = "multiple_choice"
+    module_class = RoFormerForMultipleChoiceModule
+    dummy_shape = (1, 1, 1)
+
+
+class RoFormerForTokenClassificationModule(_Module):
+    """The linen Module of :class:`RoFormerForTokenClassification` (its ``.module``)."""
+
+    def setup(self):
+        self.roformer = self._child(RoFormerModule)
+        self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+        self.classifier = self._linear(self.config.num_labels)
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                 labels=None, output_attentions=False, output_hidden_states=False, return_dict=True,
+                 deterministic: bool = True):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                            deterministic=deterministic)
+        logits = self.classifier(self.dropout(out.last_hidden_state, deterministic=deterministic))
+        loss = lm_loss(logits, labels) if labels is not None else None
+        result = TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class RoFormerForTokenClassification(RoFormerPreTrainedModel):
+    """RoFormer with a per-token classifier (NER, POS tagging).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64, num_labels=5)
+        >>> RoFormerForTokenClassification.from_config(cfg)(np.array([[2, 5, 3]])).logits.shape
+        (1, 3, 5)
+    """
+
+    head = "token_classification"
+    module_class = RoFormerForTokenClassificationModule
+
+
+class RoFormerForQuestionAnsweringModule(_Module):
+    """The linen Module of :class:`RoFormerForQuestionAnswering` (its ``.module``)."""
+
+    def setup(self):
+        self.roformer = self._child(RoFormerModule)
+        self.qa_outputs = self._linear(2)
+
+    def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
+                 start_positions=None, end_positions=None, output_attentions=False, output_hidden_states=False,
+                 return_dict=True, deterministic: bool = True):
+        out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
+                            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                            deterministic=deterministic)
+        logits = self.qa_outputs(out.last_hidden_state)
+        start_logits, end_logits = logits[..., 0], logits[..., 1]
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+        result = QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
+        return result if return_dict else result.to_tuple()
+
+
+class RoFormerForQuestionAnswering(RoFormerPreTrainedModel):
+    """RoFormer with span start/end logits (extractive QA).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+        ...                      num_attention_heads=4, intermediate_size=64)
+        >>> out = RoFormerForQuestionAnswering.from_config(cfg)(np.array([[2, 5, 3]]))
+        >>> out.start_logits.shape, out.end_logits.shape
+        ((1, 3), (1, 3))
+    """
+
+    head = "question_answering"
+    module_class = RoFormerForQuestionAnsweringModule
+
+
+MODEL_CLASSES = {cls.head: cls for cls in (
+    RoFormerModel, RoFormerForMaskedLM, RoFormerForCausalLM, RoFormerForSequenceClassification,
+    RoFormerForMultipleChoice, RoFormerForTokenClassification, RoFormerForQuestionAnswering)}
+
+# the names people know from the reference Flax classes
+FlaxRoFormerPreTrainedModel = RoFormerPreTrainedModel
+FlaxRoFormerModel = RoFormerModel
+FlaxRoFormerForMaskedLM = RoFormerForMaskedLM
+FlaxRoFormerForCausalLM = RoFormerForCausalLM
+FlaxRoFormerForSequenceClassification = RoFormerForSequenceClassification
+FlaxRoFormerForMultipleChoice = RoFormerForMultipleChoice
+FlaxRoFormerForTokenClassification = RoFormerForTokenClassification
+FlaxRoFormerForQuestionAnswering = RoFormerForQuestionAnswering
