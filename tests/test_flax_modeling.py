@@ -20,27 +20,6 @@ from roformer_flax import MODEL_CLASSES, params_to_state_dict
 from roformer_flax.modeling import MSGPACK_NAME
 
 
-def _jax_devices():
-    devices = [jax.devices("cpu")[0]]
-    for backend in ("gpu", "tpu"):
-        try:
-            devices.append(jax.devices(backend)[0])
-        except RuntimeError:  # no such backend here
-            pass
-    return devices
-
-
-@pytest.fixture(params=_jax_devices(), ids=lambda d: d.platform)
-def jax_device(request):
-    """Every jax platform present: CPU always, GPU/TPU when jax sees one (the same tests are the GPU/TPU check).
-
-    float32 matmuls at full precision: on GPU/TPU jax would otherwise use TF32/bf16 passes,
-    which PyTorch (the reference here) does not.
-    """
-    with jax.default_device(request.param), jax.default_matmul_precision("highest"):
-        yield request.param
-
-
 class Checkpoints:
     """Random PyTorch checkpoints and their reference outputs, made once per (head, variant)."""
 

@@ -25,23 +25,6 @@ from roformer_flax.training import (LABEL_KEYS, compute_loss, create_train_state
 TRAINABLE = list(LABEL_KEYS)
 
 
-def _jax_devices():
-    devices = [jax.devices("cpu")[0]]
-    for backend in ("gpu", "tpu"):
-        try:
-            devices.append(jax.devices(backend)[0])
-        except RuntimeError:  # no such backend here
-            pass
-    return devices
-
-
-@pytest.fixture(params=_jax_devices(), ids=lambda d: d.platform)
-def jax_device(request):
-    """CPU always, GPU/TPU when jax sees one; float32 matmuls at full precision, as PyTorch does."""
-    with jax.default_device(request.param), jax.default_matmul_precision("highest"):
-        yield request.param
-
-
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     root, made = tmp_path_factory.mktemp("flax-train"), {}
