@@ -1,0 +1,457 @@
+"""The main job's stages; ``run`` chains them, each is also a subcommand.
+
+1. ``vocab``   — split the reviews, build the vocabulary, tokenize (batch path, progress bar)
+2. ``train``   — optional masked-LM pass on People's Daily, then the sentiment classifier
+3. (save)      — the canonical checkpoint + tokenizer files, listed and checked
+4. ``eval``    — PyTorch: test accuracy and F1 next to a bag-of-words baseline, example sentences
+5. ``flax``    — Flax: logits against PyTorch and Keras, then pmap data-parallel training steps
+6. ``convert`` — Keras weights and Flax msgpack round trips, and ``verify``'s parity table
+
+Stages hand over through the output folder (``runs/demo`` by default), so any stage can run
+on its own once the ones before it have run; within ``run`` a :class:`Workspace` also keeps
+what was loaded in memory. Each stage returns (and writes to ``reports/<stage>.json``) a
+report; ``run`` prints a summary of them and writes ``summary.txt`` and ``metrics.json``.
+
+Example:
+    >>> reports = run(Settings(out="runs/demo"))  # doctest: +SKIP
+    >>> reports["eval"]["test"]["accuracy"] > reports["eval"]["baseline"]["test"]["accuracy"]  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+
+from roformer_core.checkpoint import Checkpoint
+from roformer_core.errors import InputError
+from roformer_core.io import atomic_write_text
+from roformer_core.tokenizer import RoFormerTokenizer
+from roformer_demo import data, text
+from roformer_demo.backends import check_backend, check_checkpoint, load_runner
+from roformer_demo.baseline import fit_baseline
+from roformer_demo.inference import all_logits, classify, fill_mask, softmax
+from roformer_demo.metrics import scores
+from roformer_demo.report import Timer, banner, table, write_json
+from roformer_demo.settings import Settings
+from roformer_demo.training import Recipe, Task
+
+#: Sentences written for this demo (not in the data), shown with the classifier's probabilities.
+EXAMPLES = ("这本书写得太好了，强烈推荐！", "质量很差，用了两天就坏了。", "物流很快，包装也很仔细，满意。",
+            "客服态度恶劣，再也不会买了。", "内容空洞，浪费时间和金钱。", "孩子很喜欢，画面漂亮，故事有趣。")
+#: Fill-mask examples (People's Daily style and review style).
+MASK_EXAMPLES = ("今天[MASK]气很好。", "中国[MASK]民共和国", "这本书写得非常[MASK]。")
+NEWS_FILE = "news.txt"
+
+
+class Workspace:
+    """One run's data and tokenizer, read from the output folder once and kept in memory.
+
+    Example:
+        >>> ws = Workspace(Settings(out="runs/demo"))  # doctest: +SKIP
+        >>> len(ws.rows("test")), ws.tokenizer().vocab_size  # doctest: +SKIP
+        (1736, 8000)
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.layout = settings.layout
+        self._split: dict[str, data.Examples] | None = None
+        self._news: list[str] | None = None
+        self._tokenizer: RoFormerTokenizer | None = None
+        self._rows: dict[str, list[np.ndarray]] = {}
+
+    def split(self) -> dict[str, data.Examples]:
+        """train / validation / test reviews, as the ``vocab`` stage wrote them."""
+        if self._split is None:
+            self._split = {name: data.read_jsonl(self.layout.split(name)) for name in data.SPLITS}
+        return self._split
+
+    def news(self) -> list[str]:
+        """The People's Daily sentences chosen by the ``vocab`` stage."""
+        if self._news is None:
+            path = os.path.join(self.layout.data, NEWS_FILE)
+            if not os.path.isfile(path):
+                raise InputError(f"no {path}: run the `vocab` stage (or `run`) first")
+            with open(path, encoding="utf-8") as fh:
+                self._news = [line.rstrip("\n") for line in fh if line.strip()]
+        return self._news
+
+    def tokenizer(self) -> RoFormerTokenizer:
+        """The tokenizer the ``vocab`` stage saved."""
+        if self._tokenizer is None:
+            if not os.path.isfile(os.path.join(self.layout.tokenizer, "vocab.txt")):
+                raise InputError(f"no tokenizer in {self.layout.tokenizer}: run the `vocab` stage (or `run`) first")
+            self._tokenizer = RoFormerTokenizer.from_pretrained(self.layout.tokenizer)
+        return self._tokenizer
+
+    def rows(self, name: str) -> list[np.ndarray]:
+        """Token rows of a split (``train``, ``validation``, ``test``) or of ``news``."""
+        if name not in self._rows:
+            texts = self.news() if name == "news" else self.split()[name].texts
+            # cut where the `vocab` stage said (its --max-length is the tokenizer's model_max_length)
+            tokenizer = self.tokenizer()
+            self._rows[name] = text.encode(tokenizer, texts, tokenizer.model_max_length, desc=f"tokenizing {name}")
+        return self._rows[name]
+
+
+# -- 1 · vocabulary -------------------------------------------------------------------------------
+def stage_vocab(ws: Workspace) -> dict:
+    """Split the reviews, pick People's Daily sentences, build the vocabulary, tokenize everything.
+
+    Example:
+        >>> stage_vocab(Workspace(Settings(out="runs/demo")))["vocab_size"]  # doctest: +SKIP
+        8000
+    """
+    s, layout = ws.settings, ws.layout
+    split = data.load_split(s.seed, s.max_examples)
+    news = data.news_sentences(limit=s.news_sentences)
+    for name, part in split.items():
+        data.write_jsonl(layout.split(name), part)
+    atomic_write_text(os.path.join(layout.data, NEWS_FILE), "".join(t + "\n" for t in news))
+    print(table(["split", "reviews", "negative", "positive"],
+                [[name, len(part), *part.counts()] for name, part in split.items()]))
+    print(f"People's Daily (1998-01): {len(news):,} sentences for the vocabulary and the masked-LM pass")
+
+    started = time.perf_counter()
+    # the training reviews and the news only: validation and test text stays unseen
+    tokenizer = text.build_tokenizer(split["train"].texts + news, s.vocab_size, max_length=s.max_length)
+    tokenizer.save_pretrained(layout.tokenizer)
+    print(f"vocabulary: {tokenizer.vocab_size:,} tokens (characters first, then frequent rjieba words) "
+          f"built in {time.perf_counter() - started:.1f}s -> {layout.tokenizer}")
+
+    ws._split, ws._news, ws._tokenizer, ws._rows = split, news, tokenizer, {}
+    started = time.perf_counter()
+    stats = []
+    for name in (*data.SPLITS, "news"):
+        rows = ws.rows(name)
+        lengths = np.array([len(r) for r in rows])
+        unk = sum(int((r == tokenizer.unk_token_id).sum()) for r in rows) / max(1, int(lengths.sum()))
+        stats.append([name, len(rows), float(lengths.mean()), int(np.median(lengths)),
+                      float((lengths >= s.max_length).mean()), unk])
+    print(f"tokenized {sum(r[1] for r in stats):,} texts in {time.perf_counter() - started:.1f}s (batch path)")
+    print(table(["part", "texts", "mean tokens", "median", f"cut at {s.max_length}", "[UNK] rate"], stats))
+    report = {"splits": {n: {"size": len(p), "counts": p.counts()} for n, p in split.items()},
+              "news_sentences": len(news), "vocab_size": tokenizer.vocab_size, "tokenizer": layout.tokenizer,
+              "tokens": {r[0]: {"texts": r[1], "mean": r[2], "median": r[3], "truncated": r[4], "unk": r[5]}
+                         for r in stats}}
+    write_json(layout.report("vocab"), report)
+    return report
+
+
+# -- 2 · training ---------------------------------------------------------------------------------
+def _trainer(backend: str):
+    if backend == "keras":
+        from roformer_demo import train_keras as module
+    elif backend == "torch":
+        from roformer_demo import train_torch as module
+    else:
+        from roformer_demo import train_flax as module
+    return module
+
+
+def stage_train(ws: Workspace, backend: str | None = None) -> dict:
+    """Masked-LM pass (``mlm_steps`` > 0), then the classifier, in ``backend`` (default: the settings').
+
+    Example:
+        >>> stage_train(Workspace(Settings(out="runs/demo")), "torch")["classifier"]["steps"]  # doctest: +SKIP
+        870
+    """
+    s, layout = ws.settings, ws.layout
+    backend = check_backend(backend or s.backend)
+    tokenizer = ws.tokenizer()
+    config = s.model_config(tokenizer.vocab_size)
+    trainer = _trainer(backend)
+    report: dict = {"backend": backend, "config": config.to_dict()}
+    init = None
+    if s.mlm_steps:
+        news = ws.rows("news")
+        held_out = max(16, len(news) // 20)
+        # the news and the training reviews: the words the classifier will need get trained too
+        task = Task("masked_lm", config, tokenizer, news[:-held_out] + ws.rows("train"), news[-held_out:])
+        recipe = Recipe(max_steps=s.mlm_steps, batch_size=s.batch_size, learning_rate=s.learning_rate, seed=s.seed)
+        print(f"masked-LM pass: {s.mlm_steps} steps of {s.batch_size} on People's Daily + training reviews "
+              f"({backend})")
+        _, history = trainer.train(task, recipe, init=None, out=layout.mlm)
+        report["mlm"] = history.to_dict()
+        init = layout.mlm
+        print("the classifier starts from this masked LM's encoder; its head is new")
+    split = ws.split()
+    task = Task("sequence_classification", config, tokenizer, ws.rows("train"), ws.rows("validation"),
+                split["train"].labels, split["validation"].labels)
+    recipe = Recipe(epochs=s.epochs, max_steps=s.max_steps, batch_size=s.batch_size, learning_rate=s.learning_rate,
+                    seed=s.seed)
+    print(f"sentiment classifier: {len(task.train_rows):,} reviews, {s.epochs} epoch(s), batch {s.batch_size}, "
+          f"validation each epoch ({backend})")
+    _, history = trainer.train(task, recipe, init=init, out=layout.classifier)
+    report["classifier"] = history.to_dict()
+    report["parameters"] = _parameters(layout.classifier)
+    write_json(layout.report("train"), report)
+    return report
+
+
+def _parameters(folder: str) -> int:
+    store = Checkpoint(folder)
+    return int(sum(np.prod(store.shape(n)) for n in store.names()))
+
+
+# -- 3 · the checkpoint ---------------------------------------------------------------------------
+def stage_save(ws: Workspace) -> dict:
+    """List the saved checkpoint folders and check each reads back as a canonical checkpoint.
+
+    Example:
+        >>> sorted(stage_save(Workspace(Settings(out="runs/demo"))))  # doctest: +SKIP
+        ['classifier', 'masked LM']
+    """
+    rows, report = [], {}
+    for name, folder in (("classifier", ws.layout.classifier), ("masked LM", ws.layout.mlm)):
+        if not os.path.isdir(folder):
+            continue
+        check_checkpoint(folder)
+        store = Checkpoint(folder)
+        files = sorted(os.listdir(folder))
+        size = sum(os.path.getsize(os.path.join(folder, f)) for f in files)
+        rows.append([name, folder, len(store.names()), f"{size / 1e6:.1f} MB", ", ".join(files)])
+        report[name] = {"folder": folder, "tensors": len(store.names()), "files": files, "bytes": size}
+    if not rows:
+        raise InputError(f"no checkpoint under {ws.layout.root}: run the `train` stage (or `run`) first")
+    print(table(["model", "folder", "tensors", "size", "files"], rows))
+    write_json(ws.layout.report("save"), report)
+    return report
+
+
+# -- 4 · evaluation -------------------------------------------------------------------------------
+def stage_eval(ws: Workspace, backend: str = "torch", checkpoint: str | None = None) -> dict:
+    """Test accuracy and F1 of the classifier in ``backend``, the baseline, and example sentences.
+
+    Example:
+        >>> stage_eval(Workspace(Settings(out="runs/demo")), "keras")["beats_baseline"]  # doctest: +SKIP
+        True
+    """
+    s, layout = ws.settings, ws.layout
+    check_backend(backend)
+    folder = check_checkpoint(checkpoint or layout.classifier)
+    runner = load_runner(backend, folder, "sequence_classification")
+    tokenizer = RoFormerTokenizer.from_pretrained(folder)
+    split = ws.split()
+    rows = text.encode(tokenizer, split["test"].texts, tokenizer.model_max_length, desc="tokenizing test")
+    logits = all_logits(runner, rows, tokenizer.pad_token_id)
+    test = scores(split["test"].labels, logits.argmax(-1))
+
+    started = time.perf_counter()
+    model, validation = fit_baseline(ws.rows("train"), split["train"].labels, ws.rows("validation"),
+                                     split["validation"].labels, ws.tokenizer().vocab_size,
+                                     ignore=ws.tokenizer().all_special_ids, seed=s.seed)
+    base = scores(split["test"].labels, model.predict(ws.rows("test")))
+    baseline_seconds = time.perf_counter() - started
+    print(table(["model", "test accuracy", "F1 (positive)", "macro F1"],
+                [[f"RoFormer ({backend})", test["accuracy"], test["f1"], test["macro_f1"]],
+                 ["baseline: bag-of-words logistic regression", base["accuracy"], base["f1"], base["macro_f1"]]]))
+    margin = test["accuracy"] - base["accuracy"]
+    print(f"{len(rows):,} held-out reviews; the RoFormer is {abs(margin) * 100:.1f} points "
+          f"{'above' if margin > 0 else 'BELOW'} the baseline (L2 {model.l2:g} chosen on validation, "
+          f"fitted in {baseline_seconds:.1f}s)")
+
+    probs = classify(runner, tokenizer, list(EXAMPLES))
+    labels = [runner.config.id2label[i] for i in range(runner.config.num_labels)]
+    print(table(["sentence", *(f"P({name})" for name in labels), "label"],
+                [[t, *p.tolist(), labels[int(p.argmax())]] for t, p in zip(EXAMPLES, probs)]))
+    filled = []
+    if checkpoint is None and os.path.isdir(layout.mlm):
+        mlm_folder = check_checkpoint(layout.mlm)
+        mlm = load_runner(backend, mlm_folder, "masked_lm")
+        filled = fill_mask(mlm, RoFormerTokenizer.from_pretrained(mlm_folder), list(MASK_EXAMPLES), top_k=3)
+        print(f"fill-mask with the masked LM of the short pre-training pass ({layout.mlm}):")
+        print(table(["text", "top 3 for [MASK]"],
+                    [[f.text, "  ".join(f"{t} {p:.3f}" for t, p in f.candidates[0])] for f in filled]))
+    report = {"backend": backend, "checkpoint": folder, "test": test, "test_size": len(rows),
+              "baseline": {"name": "bag-of-words logistic regression", "l2": model.l2, "validation": validation,
+                           "test": base},
+              "beats_baseline": bool(margin > 0),
+              "examples": [{"text": t, "probabilities": dict(zip(labels, p.tolist()))}
+                           for t, p in zip(EXAMPLES, probs)],
+              "fill_mask": [{"text": f.text, "candidates": f.candidates} for f in filled]}
+    write_json(layout.report("eval"), report)
+    return report
+
+
+# -- 5 · Flax -------------------------------------------------------------------------------------
+def stage_flax(ws: Workspace) -> dict:
+    """Flax logits against PyTorch and Keras on the test reviews, then pmap data-parallel steps.
+
+    Example:
+        >>> stage_flax(Workspace(Settings(out="runs/demo")))["same_predictions"]  # doctest: +SKIP
+        True
+    """
+    import jax
+
+    s, layout = ws.settings, ws.layout
+    folder = check_checkpoint(layout.classifier)
+    tokenizer = RoFormerTokenizer.from_pretrained(folder)
+    rows = text.encode(tokenizer, ws.split()["test"].texts, tokenizer.model_max_length, desc="tokenizing test")
+    length = text.round_length(max(len(r) for r in rows))
+    logits = {}
+    for backend in ("torch", "keras", "flax"):
+        runner = load_runner(backend, folder, "sequence_classification")
+        logits[backend] = all_logits(runner, rows, tokenizer.pad_token_id, length=length)
+    predictions = {b: v.argmax(-1) for b, v in logits.items()}
+    pairs = [("flax", "torch"), ("flax", "keras"), ("keras", "torch")]
+    parity = []
+    for a, b in pairs:
+        diff = float(np.abs(logits[a] - logits[b]).max())
+        prob_diff = float(np.abs(softmax(logits[a]) - softmax(logits[b])).max())
+        same = float((predictions[a] == predictions[b]).mean())
+        parity.append({"a": a, "b": b, "max_abs_logit_diff": diff, "max_abs_prob_diff": prob_diff,
+                       "same_predictions": same})
+    print(f"logits of the {len(rows):,} test reviews (padded to {length}) in each backend:")
+    print(table(["backend", "vs", "max |Δ logit|", "max |Δ probability|", "same predictions"],
+                [[p["a"], p["b"], p["max_abs_logit_diff"], p["max_abs_prob_diff"],
+                  f"{p['same_predictions'] * 100:.2f}%"] for p in parity]))
+    all_same = all(p["same_predictions"] == 1.0 for p in parity)
+    print("the three backends give the same prediction for every test review" if all_same
+          else "WARNING: the backends disagree on some predictions")
+
+    from roformer_demo import train_flax
+
+    devices = jax.local_device_count()
+    report = {"parity": parity, "same_predictions": all_same, "examples": len(rows), "devices": devices,
+              "platform": jax.default_backend()}
+    if s.flax_steps:
+        split = ws.split()
+        task = Task("sequence_classification", s.model_config(tokenizer.vocab_size), tokenizer,
+                    ws.rows("train"), ws.rows("validation"), split["train"].labels, split["validation"].labels)
+        recipe = Recipe(max_steps=s.flax_steps, batch_size=s.batch_size, learning_rate=s.learning_rate / 10,
+                        warmup_ratio=0.0, seed=s.seed + 1)
+        batch = train_flax.global_batch_size(s.batch_size)
+        print(f"continuing training in Flax: {s.flax_steps} pmap steps, global batch {batch} split over "
+              f"{devices} {jax.default_backend().upper()} device(s) ({batch // devices} each), "
+              f"gradients summed with lax.psum")
+        _, history = train_flax.train(task, recipe, init=folder, out=layout.flax_continued,
+                                      length=text.round_length(tokenizer.model_max_length))
+        print(table(["step", "loss"], [[i + 1, loss] for i, loss in enumerate(history.losses)]))
+        report["continued"] = {"history": history.to_dict(), "checkpoint": layout.flax_continued,
+                               "global_batch": batch}
+    write_json(layout.report("flax"), report)
+    return report
+
+
+# -- 6 · conversion -------------------------------------------------------------------------------
+def stage_convert(ws: Workspace) -> dict:
+    """canonical -> Keras weights / Flax msgpack -> canonical, tensors compared; ``verify``'s table.
+
+    Example:
+        >>> stage_convert(Workspace(Settings(out="runs/demo")))["verify"]["ok"]  # doctest: +SKIP
+        True
+    """
+    from roformer_convert import convert, verify
+
+    layout = ws.layout
+    folder = check_checkpoint(layout.classifier)
+    original = Checkpoint(folder)
+    rows, report = [], {"round_trips": {}}
+    for fmt in ("keras", "flax"):
+        there = os.path.join(layout.converted, fmt)
+        back = os.path.join(layout.converted, f"{fmt}-back")
+        started = time.perf_counter()
+        out = convert(folder, there, to=fmt, force=True)
+        convert(there, back, to="canonical", force=True)
+        returned = Checkpoint(back)
+        diff = max(float(np.abs(np.asarray(original.get(n), np.float64)
+                                - np.asarray(returned.get(n), np.float64)).max()) for n in original.names())
+        same_names = sorted(original.names()) == sorted(returned.names())
+        files = ", ".join(sorted(f for f in os.listdir(there) if not f.endswith(".json") and f != "vocab.txt"))
+        rows.append([fmt, there, files, out.tensors, "yes" if same_names else "NO", diff,
+                     f"{time.perf_counter() - started:.1f}s"])
+        report["round_trips"][fmt] = {"folder": there, "back": back, "tensors": out.tensors,
+                                      "same_names": same_names, "max_abs_diff": diff}
+    print(table(["format", "folder", "weights", "tensors", "same names back", "max |Δ| back", "time"], rows))
+    result = verify(folder, atol=1e-4)
+    print(f"roformer-convert verify {folder}: max abs difference of the logits from {result.reference}")
+    print(result.table())
+    report["verify"] = {"ok": result.ok, "reference": result.reference, "atol": result.atol,
+                        "rows": {k: {"status": st, "diffs": d} for k, (st, d) in result.rows.items()}}
+    write_json(layout.report("convert"), report)
+    return report
+
+
+# -- the whole run --------------------------------------------------------------------------------
+STAGES = (("vocab", "vocabulary and tokenization"), ("train", "training ({backend}: model.fit)"),
+          ("save", "the canonical checkpoint"), ("eval", "PyTorch: test accuracy, baseline, examples"),
+          ("flax", "Flax: parity with PyTorch and Keras, pmap data-parallel steps"),
+          ("convert", "roformer_convert: round trips and verify"))
+
+
+def run(settings: Settings) -> dict:
+    """Every stage in order, then the summary (printed, and written to ``summary.txt`` / ``metrics.json``).
+
+    Example: see the module docstring.
+    """
+    ws = Workspace(settings)
+    times: dict[str, float] = {}
+    reports: dict[str, dict] = {}
+    functions = {"vocab": stage_vocab, "train": stage_train, "save": stage_save,
+                 "eval": lambda w: stage_eval(w, "torch"), "flax": stage_flax, "convert": stage_convert}
+    started = time.perf_counter()
+    for number, (name, title) in enumerate(STAGES, 1):
+        banner(number, title.format(backend=settings.backend))
+        with Timer(times, name):
+            reports[name] = functions[name](ws)
+        print(f"({name}: {times[name]:.0f}s)")
+    times["total"] = time.perf_counter() - started
+    summary = summarize(settings, reports, times)
+    print("\n" + summary)
+    atomic_write_text(ws.layout.summary, summary + "\n")
+    write_json(ws.layout.metrics, {"settings": settings.to_dict(), "seconds": times, **reports})
+    return reports
+
+
+def summarize(settings: Settings, reports: dict, times: dict) -> str:
+    """The closing summary: what was trained, where the files are, accuracies, parity, time per stage.
+
+    Example:
+        >>> print(summarize(settings, reports, times))  # doctest: +SKIP
+        == summary ==
+        trained: RoFormerForSequenceClassification, 2 layer(s), hidden 128, ...
+    """
+    layout = settings.layout
+    train, ev, fx, cv = reports["train"], reports["eval"], reports["flax"], reports["convert"]
+    config = train["config"]
+    classifier = train["classifier"]
+    lines = ["== summary ==",
+             f"trained: RoFormerForSequenceClassification, {config['num_hidden_layers']} layer(s), hidden "
+             f"{config['hidden_size']}, {config['num_attention_heads']} heads, vocabulary {config['vocab_size']:,}, "
+             f"{train['parameters']:,} parameters; {classifier['steps']} {train['backend']} steps on "
+             f"{reports['vocab']['splits']['train']['size']:,} reviews"
+             + (f" after {train['mlm']['steps']} masked-LM steps" if "mlm" in train else ""),
+             f"validation accuracy by epoch: "
+             + ", ".join(f"{e.get('val_accuracy', float('nan')):.3f}" for e in classifier["epochs"])]
+    base = ev["baseline"]["test"]
+    lines.append(f"test ({ev['test_size']:,} reviews): RoFormer accuracy {ev['test']['accuracy']:.3f}, "
+                 f"F1 {ev['test']['f1']:.3f} | baseline (bag-of-words logistic regression) accuracy "
+                 f"{base['accuracy']:.3f}, F1 {base['f1']:.3f} -> "
+                 + ("beats the baseline" if ev["beats_baseline"] else "does NOT beat the baseline"))
+    worst = max(p["max_abs_logit_diff"] for p in fx["parity"])
+    lines.append(f"parity: max |Δ logit| across torch/keras/flax {worst:.1e}; same predictions on every test "
+                 f"review: {'yes' if fx['same_predictions'] else 'NO'}; verify "
+                 f"{'ok' if cv['verify']['ok'] else 'FAILED'}; round trips "
+                 + ", ".join(f"{k} max |Δ| {v['max_abs_diff']:.1e}" for k, v in cv["round_trips"].items()))
+    if "continued" in fx:
+        losses = fx["continued"]["history"]["losses"]
+        lines.append(f"flax: {len(losses)} pmap steps on {fx['devices']} device(s), loss {losses[0]:.4f} -> "
+                     f"{losses[-1]:.4f}")
+    lines.append("files: " + ", ".join(f"{k} {v}" for k, v in (
+        ("classifier", layout.classifier), ("masked LM", layout.mlm if "mlm" in train else None),
+        ("tokenizer", layout.tokenizer), ("data split", layout.data), ("converted", layout.converted),
+        ("reports", layout.reports)) if v))
+    lines.append("time: " + ", ".join(f"{k} {v:.0f}s" for k, v in times.items())
+                 + f" ({os.cpu_count()} CPUs, {platform.machine()})")
+    lines.append(f"try: ./run main predict \"质量很好，推荐\" --backend flax --out {settings.out}   |   "
+                 f"./run main fill-mask \"今天[MASK]气很好\" --backend keras --out {settings.out}")
+    return "\n".join(lines)
+
+
+__all__ = ["Workspace", "run", "stage_vocab", "stage_train", "stage_save", "stage_eval", "stage_flax",
+           "stage_convert", "summarize", "EXAMPLES", "MASK_EXAMPLES"]
