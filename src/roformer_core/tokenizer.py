@@ -14,6 +14,7 @@ word cache, whose entries never change once written), and never changes itself o
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -793,14 +794,8 @@ def _to_tensors(data: dict, kind: str) -> dict:
             raise InputError(f"cannot make a tensor of {key}")
     if kind == "np":
         return arrays
-    if kind == "pt":
-        import torch
-
-        return {k: torch.from_numpy(v) if k != "overflowing_tokens" else v for k, v in arrays.items()}
-    if kind == "tf":
-        import tensorflow as tf
-
-        return {k: tf.constant(v) if k != "overflowing_tokens" else v for k, v in arrays.items()}
-    import jax.numpy as jnp
-
-    return {k: jnp.asarray(v) if k != "overflowing_tokens" else v for k, v in arrays.items()}
+    # the framework is imported only here, only the one asked for: roformer_core stays framework-neutral
+    convert = {"pt": ("torch", "from_numpy"), "tf": ("tensorflow", "constant"), "jax": ("jax.numpy", "asarray")}
+    module, function = convert[kind]
+    to_tensor = getattr(importlib.import_module(module), function)
+    return {k: to_tensor(v) if k != "overflowing_tokens" else v for k, v in arrays.items()}
