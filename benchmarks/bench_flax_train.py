@@ -19,34 +19,7 @@ import functools
 import statistics
 import time
 
-import numpy as np
-
-
-def make_batch(config, batch: int, seq: int, seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1, config.vocab_size, size=(batch, seq), dtype=np.int64)
-    labels = np.where(rng.random((batch, seq)) < 0.15, ids, -100)
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids),
-            "labels": labels}
-
-
-def torch_runner(config, batch: dict):
-    """A function running n PyTorch training steps."""
-    import torch
-
-    from roformer_torch import RoFormerForMaskedLM
-
-    torch.manual_seed(0)
-    model = RoFormerForMaskedLM(config).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    feed = {k: torch.as_tensor(v) for k, v in batch.items()}
-
-    def run(n: int) -> None:
-        for _ in range(n):
-            optimizer.zero_grad(set_to_none=True)
-            model(**feed).loss.backward()
-            optimizer.step()
-    return run
+from common import bench_config, make_batch, torch_trainer
 
 
 def flax_runner(config, batch: dict):
@@ -89,15 +62,13 @@ def main(argv=None) -> None:
 
     import jax
 
-    from roformer_core import RoFormerConfig
-
-    config = RoFormerConfig(vocab_size=args.vocab_size, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                            intermediate_size=1024, max_position_embeddings=512)
-    batch = make_batch(config, args.batch, args.seq)
+    config = bench_config(args.vocab_size)
+    features, labels = make_batch(config, args.batch, args.seq)
+    batch = {**features, "labels": labels}
     print(f"RoFormerForMaskedLM: 4 layers, hidden 256, heads 4, intermediate 1024, vocab {config.vocab_size}; "
           f"batch {args.batch} x seq {args.seq}; Adam; {args.rounds} rounds x {args.steps} steps after "
           f"{args.warmup} warm-up; jax on {jax.devices()[0].platform}")
-    runners = {"roformer_torch train step": torch_runner(config, batch),
+    runners = {"roformer_torch train step": torch_trainer(config, features, labels),
                "roformer_flax jitted train step": flax_runner(config, batch)}
     for name, run in runners.items():
         start = time.perf_counter()

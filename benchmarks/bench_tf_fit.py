@@ -20,34 +20,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
 
-
-def make_batch(config, batch: int, seq: int, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1, config.vocab_size, size=(batch, seq), dtype=np.int64)
-    features = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    labels = np.where(rng.random((batch, seq)) < 0.15, ids, -100)
-    return features, labels
-
-
-def torch_trainer(config, features, labels):
-    """``run(steps)``: that many training steps of roformer_torch (forward, backward, Adam)."""
-    import torch
-
-    from roformer_torch import RoFormerForMaskedLM
-
-    torch.manual_seed(0)
-    model = RoFormerForMaskedLM(config).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    feed = {k: torch.as_tensor(v) for k, v in features.items()}
-    target = torch.as_tensor(labels)
-
-    def run(steps: int) -> None:
-        for _ in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            model(**feed, labels=target).loss.backward()
-            optimizer.step()
-
-    return run
+from common import bench_config, make_batch, torch_trainer  # noqa: E402
 
 
 def keras_trainer(config, features, labels, jit_compile: bool):
@@ -78,10 +51,7 @@ def main(argv=None) -> None:
     parser.add_argument("--vocab-size", type=int, default=12000)
     args = parser.parse_args(argv)
 
-    from roformer_core import RoFormerConfig
-
-    config = RoFormerConfig(vocab_size=args.vocab_size, hidden_size=256, num_hidden_layers=4, num_attention_heads=4,
-                            intermediate_size=1024, max_position_embeddings=512)
+    config = bench_config(args.vocab_size)
     features, labels = make_batch(config, args.batch, args.seq)
     print(f"RoFormerForMaskedLM: 4 layers, hidden 256, heads 4, intermediate 1024, vocab {config.vocab_size}; "
           f"batch {args.batch} x seq {args.seq}; Adam; {args.rounds} rounds of {args.steps} steps per framework "
