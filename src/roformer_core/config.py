@@ -152,7 +152,7 @@ class RoFormerConfig:
 
         Example:
             >>> import tempfile
-            >>> d = tempfile.mkdtemp(); RoFormerConfig(hidden_size=64, num_attention_heads=4).save(d)
+            >>> d = tempfile.mkdtemp(); _ = RoFormerConfig(hidden_size=64, num_attention_heads=4).save(d)
             >>> RoFormerConfig.from_json_file(d).hidden_size
             64
         """

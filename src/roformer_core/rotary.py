@@ -44,7 +44,7 @@ def sinusoidal_table(num_positions: int, head_dim: int, offset: int = 0, dtype=n
     """Rows ``offset .. offset + num_positions`` of the reference table, shape ``[n, head_dim]``.
 
     Example:
-        >>> sinusoidal_table(2, 6).round(4).tolist()
+        >>> sinusoidal_table(2, 6, dtype=np.float64).round(4).tolist()
         [[0.0, 0.0, 0.0, 1.0, 1.0, 1.0], [0.8415, 0.0464, 0.0022, 0.5403, 0.9989, 1.0]]
     """
     return _table64(offset + num_positions, head_dim)[offset:].astype(dtype)
