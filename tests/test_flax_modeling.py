@@ -306,7 +306,7 @@ def small(ckpts):
 
 BAD_CALLS = {
     "id too large": (lambda m, x: m(x["input_ids"] + 1000), InputError, "input_ids holds ids up to"),
-    "float ids": (lambda m, x: m(x["input_ids"].astype(np.float32)), InputError, "must be integers"),
+    "float ids": (lambda m, x: m(x["input_ids"].astype(np.float32)), InputError, "must hold integers"),
     "token type": (lambda m, x: m(x["input_ids"], token_type_ids=x["token_type_ids"] + 5), InputError,
                    "token_type_ids holds ids up to"),
     "mask shape": (lambda m, x: m(x["input_ids"], x["attention_mask"][:, :3]), InputError, "attention_mask has shape"),

@@ -31,6 +31,9 @@ _NDARRAY_EXT = 1
 _CHUNKED = "__msgpack_chunked_array__"
 #: flax splits arrays larger than this into chunks (flax.serialization.MAX_CHUNK_SIZE)
 MAX_CHUNK_SIZE = 2 ** 30 - 2 ** 24
+#: The deepest nesting of maps and lists read. A RoFormer parameter tree is about 8 levels deep
+#: (a chunked array adds 2); the limit keeps a crafted file from exhausting the stack.
+MAX_DEPTH = 64
 
 
 class _Ext:
@@ -49,17 +52,28 @@ class _Walker:
     def _take(self, fmt: str, pos: int):
         return struct.unpack_from(">" + fmt, self.buf, pos), pos + struct.calcsize(fmt)
 
-    def value(self, pos: int):
+    def _span(self, pos: int, n: int) -> int:
+        """The end of ``n`` bytes starting at ``pos``; they must lie inside the file."""
+        if pos + n > len(self.buf):
+            raise ValueError(f"a value at offset {pos} runs {pos + n - len(self.buf)} bytes past the end (truncated?)")
+        return pos + n
+
+    def value(self, pos: int, depth: int = 0):
+        if pos >= len(self.buf):
+            raise ValueError("the file ends in the middle of a value (truncated?)")
         b = self.buf[pos]
         pos += 1
         if b <= 0x7F:
             return b, pos
         if b >= 0xE0:
             return b - 0x100, pos
+        if b in (0xDC, 0xDD, 0xDE, 0xDF) or 0x80 <= b <= 0x9F:
+            if depth >= MAX_DEPTH:
+                raise ValueError(f"maps and lists nest deeper than {MAX_DEPTH} levels")
         if 0x80 <= b <= 0x8F:
-            return self._map(b & 0x0F, pos)
+            return self._map(b & 0x0F, pos, depth + 1)
         if 0x90 <= b <= 0x9F:
-            return self._array(b & 0x0F, pos)
+            return self._array(b & 0x0F, pos, depth + 1)
         if 0xA0 <= b <= 0xBF:
             return self._str(b & 0x1F, pos)
         simple = {0xC0: None, 0xC2: False, 0xC3: True}
@@ -68,16 +82,16 @@ class _Walker:
         sizes = {0xC4: "B", 0xC5: "H", 0xC6: "I"}  # bin 8/16/32
         if b in sizes:
             (n,), pos = self._take(sizes[b], pos)
-            return bytes(self.buf[pos:pos + n]), pos + n
+            return bytes(self.buf[pos:pos + n]), self._span(pos, n)
         exts = {0xC7: "B", 0xC8: "H", 0xC9: "I"}  # ext 8/16/32
         if b in exts:
             (n,), pos = self._take(exts[b], pos)
             (code,), pos = self._take("b", pos)
-            return _Ext(code, pos, n), pos + n
+            return _Ext(code, pos, n), self._span(pos, n)
         if 0xD4 <= b <= 0xD8:  # fixext 1/2/4/8/16
             n = 1 << (b - 0xD4)
             (code,), pos = self._take("b", pos)
-            return _Ext(code, pos, n), pos + n
+            return _Ext(code, pos, n), self._span(pos, n)
         numbers = {0xCA: "f", 0xCB: "d", 0xCC: "B", 0xCD: "H", 0xCE: "I", 0xCF: "Q",
                    0xD0: "b", 0xD1: "h", 0xD2: "i", 0xD3: "q"}
         if b in numbers:
@@ -89,28 +103,38 @@ class _Walker:
             return self._str(n, pos)
         if b in (0xDC, 0xDD):
             (n,), pos = self._take("H" if b == 0xDC else "I", pos)
-            return self._array(n, pos)
+            return self._array(n, pos, depth + 1)
         if b in (0xDE, 0xDF):
             (n,), pos = self._take("H" if b == 0xDE else "I", pos)
-            return self._map(n, pos)
-        raise ValueError(f"byte 0x{b:02x} at offset {pos - 1} is not msgpack")
+            return self._map(n, pos, depth + 1)
+        raise ValueError(f"the byte at offset {pos - 1} is not msgpack (type 0x{b:02x})")
 
     def _str(self, n: int, pos: int):
-        return bytes(self.buf[pos:pos + n]).decode("utf-8"), pos + n
+        end = self._span(pos, n)
+        try:
+            return bytes(self.buf[pos:end]).decode("utf-8"), end
+        except UnicodeDecodeError:
+            raise ValueError(f"the string at offset {pos} is not UTF-8") from None
 
-    def _array(self, n: int, pos: int):
+    def _array(self, n: int, pos: int, depth: int):
         out = []
         for _ in range(n):
-            v, pos = self.value(pos)
+            v, pos = self.value(pos, depth)
             out.append(v)
         return out, pos
 
-    def _map(self, n: int, pos: int):
+    def _map(self, n: int, pos: int, depth: int):
         out = {}
         for _ in range(n):
-            k, pos = self.value(pos)
-            v, pos = self.value(pos)
-            out[k if isinstance(k, str) else str(k)] = v
+            start = pos
+            k, pos = self.value(pos, depth)
+            v, pos = self.value(pos, depth)
+            if not isinstance(k, (str, int)) or isinstance(k, bool):
+                raise ValueError(f"the map key at offset {start} is a {type(k).__name__}, not a name")
+            key = k if isinstance(k, str) else str(k)
+            if key in out:
+                raise ValueError(f"the map at offset {start} repeats the key {key[:60]!r}")
+            out[key] = v
         return out, pos
 
 
@@ -140,27 +164,57 @@ class MsgpackArray:
         return flat.reshape(self.shape)
 
 
-def _ndarray(walker: _Walker, ext: _Ext, path) -> MsgpackArray:
+def _where(path: tuple[str, ...]) -> str:
+    where = "/".join(path) or "the top level"
+    return where if len(where) <= 120 else where[:120] + "..."
+
+
+def _dims(values, where: str) -> tuple[int, ...]:
+    if not isinstance(values, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                               for s in values):
+        raise ValueError(f"{where}: the shape is not a list of non-negative integers")
+    return tuple(values)
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    # Python integers: numpy's int64 product would wrap around on a crafted shape.
+    count = 1
+    for s in shape:
+        count *= s
+    return count * _storage(dtype).itemsize
+
+
+def _ndarray(walker: _Walker, ext, path) -> MsgpackArray:
     """Locate the raw bytes of an ext-1 object ``[shape, dtype name, bin data]``."""
-    where = "/".join(path)
-    if ext.code != _NDARRAY_EXT or walker.buf[ext.start] != 0x93:
+    where = _where(path)
+    if not isinstance(ext, _Ext):
+        raise ValueError(f"{where}: a chunk is a {type(ext).__name__}, not an array")
+    end = ext.start + ext.length
+    if ext.code != _NDARRAY_EXT or ext.length < 1 or walker.buf[ext.start] != 0x93:
         raise ValueError(f"{where} is not a flax array (msgpack extension type {ext.code})")
-    shape, pos = walker.value(ext.start + 1)
-    dtype, pos = walker.value(pos)
-    header = {0xC4: 2, 0xC5: 3, 0xC6: 5}.get(walker.buf[pos])
-    if header is None or not isinstance(shape, list) or not isinstance(dtype, str):
+    shape, pos = walker.value(ext.start + 1, MAX_DEPTH - 1)
+    dtype, pos = walker.value(pos, MAX_DEPTH - 1) if pos < end else (None, pos)
+    header = {0xC4: 2, 0xC5: 3, 0xC6: 5}.get(walker.buf[pos]) if pos < end else None
+    if header is None or not isinstance(dtype, str):
         raise ValueError(f"{where} is not a flax array")
-    nbytes = ext.start + ext.length - pos - header
-    shape = tuple(int(s) for s in shape)
-    if int(np.prod(shape, dtype=np.int64)) * _storage(dtype).itemsize != nbytes:
-        raise ValueError(f"{where}: {nbytes} bytes do not fit shape {shape} of {dtype}")
+    shape = _dims(shape, where)
+    try:
+        kind = _storage(dtype).kind
+    except (TypeError, ValueError):  # not a dtype name numpy knows
+        kind = None
+    if kind not in ("b", "i", "u", "f", "c"):
+        raise ValueError(f"{where}: {dtype[:40]!r} is not a numeric dtype")
+    nbytes = end - pos - header
+    if _nbytes(shape, dtype) != nbytes:
+        raise ValueError(f"{where}: {max(nbytes, 0)} bytes do not fit shape {shape} of {dtype}")
     return MsgpackArray(shape, dtype, [(pos + header, nbytes)], walker.buf)
 
 
 def read_msgpack(path: str | os.PathLike) -> dict[tuple[str, ...], MsgpackArray]:
     """Every array of a flax msgpack file by its key path, data left in a memory map.
 
-    Raises :class:`CheckpointError` if the file is not a msgpack of arrays.
+    Raises one :class:`CheckpointError` if the file is not a msgpack map of arrays: the top
+    level must be a map, every leaf an array, and maps may not nest deeper than :data:`MAX_DEPTH`.
 
     Example:
         >>> import tempfile
@@ -173,35 +227,49 @@ def read_msgpack(path: str | os.PathLike) -> dict[tuple[str, ...], MsgpackArray]
     try:
         with open(path, "rb") as fh:
             buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if os.path.getsize(path) else b""
+        if not buf:
+            raise ValueError("the file is empty")
+        first = buf[0]
+        if not (0x80 <= first <= 0x8F or first in (0xDE, 0xDF)):
+            raise ValueError("the top level is not a map of parameters")
         walker = _Walker(buf)
         tree, end = walker.value(0)
         if end != len(buf):
             raise ValueError(f"{len(buf) - end} stray bytes after the data")
-        if not isinstance(tree, dict):
-            raise ValueError("the top level is not a map of parameters")
         out: dict[tuple[str, ...], MsgpackArray] = {}
         _collect(walker, tree, (), out)
-    except (OSError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, struct.error) as e:
+    except (OSError, ValueError, IndexError, struct.error) as e:
         raise CheckpointError(f"{path} is not a readable Flax msgpack file: {e}") from None
     return out
+
+
+def _indexed(node, what: str, where: str) -> list:
+    """The values of a ``{"0": a, "1": b, ...}`` map, in index order."""
+    if not isinstance(node, dict) or not all(k.isdigit() for k in node) \
+            or sorted(int(k) for k in node) != list(range(len(node))):
+        raise ValueError(f"{where}: the chunked array's {what} is not a map numbered 0, 1, ...")
+    return [node[k] for k in sorted(node, key=int)]
 
 
 def _collect(walker: _Walker, node, path: tuple[str, ...], out: dict) -> None:
     if isinstance(node, _Ext):
         out[path] = _ndarray(walker, node, path)
-    elif isinstance(node, dict) and node.get(_CHUNKED):
-        shape = tuple(int(node["shape"][k]) for k in sorted(node["shape"], key=int))
-        chunks = [_ndarray(walker, node["chunks"][k], path) for k in sorted(node["chunks"], key=int)]
+    elif isinstance(node, dict) and node.get(_CHUNKED) is True:
+        where = _where(path)
+        shape = _dims(_indexed(node.get("shape"), "shape", where), where)
+        chunks = [_ndarray(walker, c, path) for c in _indexed(node.get("chunks"), "chunks", where)]
+        if not chunks or any(c.dtype != chunks[0].dtype for c in chunks):
+            raise ValueError(f"{where}: a chunked array needs chunks of one dtype")
         dtype = chunks[0].dtype
         parts = [p for c in chunks for p in c.ranges]
-        if sum(n for _, n in parts) != int(np.prod(shape, dtype=np.int64)) * _storage(dtype).itemsize:
-            raise ValueError(f"{'/'.join(path)}: chunks do not add up to shape {shape}")
+        if sum(n for _, n in parts) != _nbytes(shape, dtype):
+            raise ValueError(f"{where}: chunks do not add up to shape {shape}")
         out[path] = MsgpackArray(shape, dtype, parts, walker.buf)
     elif isinstance(node, dict):
         for key, child in node.items():
             _collect(walker, child, path + (key,), out)
     else:
-        raise ValueError(f"{'/'.join(path) or 'the top level'} holds a {type(node).__name__}, not an array")
+        raise ValueError(f"{_where(path)} holds a value of type {type(node).__name__}, not an array")
 
 
 # -- writing ------------------------------------------------------------------------------------

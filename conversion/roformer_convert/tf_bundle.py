@@ -85,11 +85,22 @@ def read_bundle(path: str) -> tuple[dict[str, BundleEntry], "BundleData"]:
             raw = fh.read()
         table = dict(_read_table(raw))
         header = _fields(table.pop(b"", b""))
-        num_shards = int(header.get(1, [1])[0])
-        if header.get(2, [0])[0] != 0:
+        num_shards = _int_field(header, 1, 1, "the header's num_shards")
+        if num_shards < 1:
+            raise ValueError(f"the header gives {num_shards} data shards")
+        if _int_field(header, 2, 0, "the header's endianness") != 0:
             raise ValueError("the checkpoint is big-endian")
-        entries = {key.decode("utf-8"): _entry(value) for key, value in table.items()}
-    except (ValueError, IndexError, struct.error, UnicodeDecodeError) as e:
+        entries = {}
+        for key, value in table.items():
+            try:
+                name = key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError("a variable name is not UTF-8") from None
+            entries[name] = _entry(value, name, num_shards)
+    except OSError as e:
+        raise CheckpointError(f"cannot read the TF checkpoint index {index}: {e.strerror or e}") from None
+    except (ValueError, IndexError, KeyError, TypeError, OverflowError, struct.error) as e:
+        # IndexError..struct.error: a corruption the checks above did not foresee still gives one line
         raise CheckpointError(f"{index} is not a readable TF checkpoint index: {e}") from None
     return entries, BundleData(prefix, num_shards)
 
@@ -111,11 +122,15 @@ class BundleData:
         return f"{self.prefix}.data-{shard:05d}-of-{self.num_shards:05d}"
 
     def get(self, name: str, entry: BundleEntry) -> np.ndarray:
+        """The variable's data, a read-only view of its memory-mapped shard."""
         if entry.sliced:
             raise CheckpointError(f"variable {name!r} of {self.prefix} is partitioned into slices; not supported")
         if entry.dtype not in DTYPES:
             raise CheckpointError(f"variable {name!r} of {self.prefix} has unsupported TF dtype {entry.dtype}")
         dtype = np.dtype(DTYPES[entry.dtype][0])
+        if not 0 <= entry.shard < self.num_shards:
+            raise CheckpointError(f"variable {name!r} of {self.prefix} names data shard {entry.shard} "
+                                  f"of {self.num_shards}")
         if entry.shard not in self._maps:
             file = self.shard_path(entry.shard)
             if not os.path.isfile(file):
@@ -123,8 +138,13 @@ class BundleData:
             self._maps[entry.shard] = np.memmap(file, dtype=np.uint8, mode="r") if os.path.getsize(file) \
                 else np.zeros(0, np.uint8)
         data = self._maps[entry.shard]
-        count = int(np.prod(entry.shape, dtype=np.int64))
-        if count * dtype.itemsize != entry.size or entry.offset + entry.size > data.size:
+        count = 1
+        for s in entry.shape:  # Python integers: numpy's int64 product would wrap on a damaged shape
+            count *= s
+        if count * dtype.itemsize != entry.size:
+            raise CheckpointError(f"variable {name!r} of {self.prefix}: {entry.size} bytes do not fit its shape "
+                                  f"{entry.shape}")
+        if entry.offset + entry.size > data.size:
             raise CheckpointError(f"variable {name!r} lies outside {self.shard_path(entry.shard)} (truncated?)")
         return data[entry.offset:entry.offset + entry.size].view(dtype).reshape(entry.shape)
 
@@ -133,6 +153,8 @@ class BundleData:
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
     result = shift = 0
     while True:
+        if pos >= len(buf):
+            raise ValueError("a number runs past the end of its block (truncated?)")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -155,13 +177,19 @@ def _block(raw: bytes, handle: bytes) -> bytes:
 
 def _block_entries(block: bytes):
     """Yield the (key, value) pairs of a block: keys share a prefix with the previous key."""
+    if len(block) < 4:
+        raise ValueError("a table block is shorter than its restart count")
     (num_restarts,) = struct.unpack_from("<I", block, len(block) - 4)
     end = len(block) - 4 - 4 * num_restarts
+    if end < 0:
+        raise ValueError("a table block's restart array is larger than the block")
     pos, key = 0, b""
     while pos < end:
         shared, pos = _varint(block, pos)
         unshared, pos = _varint(block, pos)
         value_len, pos = _varint(block, pos)
+        if shared > len(key) or pos + unshared + value_len > end:
+            raise ValueError("a table entry runs past its block (damaged index)")
         key = key[:shared] + block[pos:pos + unshared]
         pos += unshared
         yield key, block[pos:pos + value_len]
@@ -175,8 +203,15 @@ def _read_table(raw: bytes):
     _, pos = _varint(footer, 0)  # the metaindex handle (offset, size): unused by bundles
     _, pos = _varint(footer, pos)
     index_block = _block(raw, footer[pos:])
+    last = None
     for _, handle in _block_entries(index_block):
-        yield from _block_entries(_block(raw, handle))
+        for key, value in _block_entries(_block(raw, handle)):
+            # A sorted table's keys strictly increase: anything else is damage (and would let a
+            # later entry silently replace an earlier one).
+            if last is not None and key <= last:
+                raise ValueError("the index's keys are out of order (damaged index)")
+            last = key
+            yield key, value
 
 
 # -- the protobufs --------------------------------------------------------------------------
@@ -189,22 +224,51 @@ def _fields(buf: bytes) -> dict[int, list]:
         number, wire = key >> 3, key & 7
         if wire == 0:
             value, pos = _varint(buf, pos)
-        elif wire == 2:
-            length, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + length], pos + length
-        elif wire == 5:
-            value, pos = struct.unpack_from("<I", buf, pos)[0], pos + 4
-        elif wire == 1:
-            value, pos = struct.unpack_from("<Q", buf, pos)[0], pos + 8
+        elif wire in (1, 2, 5):
+            if wire == 2:
+                length, pos = _varint(buf, pos)
+            else:
+                length = 8 if wire == 1 else 4
+            if pos + length > len(buf):
+                raise ValueError("a protobuf field runs past the end of its message (damaged index)")
+            raw = buf[pos:pos + length]
+            value = raw if wire == 2 else int.from_bytes(raw, "little")
+            pos += length
         else:
             raise ValueError(f"unexpected protobuf wire type {wire}")
         out.setdefault(number, []).append(value)
     return out
 
 
-def _entry(value: bytes) -> BundleEntry:
+def _int_field(f: dict[int, list], number: int, default: int, what: str) -> int:
+    value = f.get(number, [default])[-1]  # protobuf: the last occurrence of a field wins
+    if not isinstance(value, int):
+        raise ValueError(f"{what} is not a number (damaged index)")
+    return value
+
+
+def _bytes_field(f: dict[int, list], number: int, what: str) -> bytes:
+    value = f.get(number, [b""])[-1]
+    if not isinstance(value, bytes):
+        raise ValueError(f"{what} is not a message (damaged index)")
+    return value
+
+
+def _entry(value: bytes, name: str = "", num_shards: int = 1) -> BundleEntry:
+    where = f"variable {name[:80]!r}"
     f = _fields(value)
-    shape_msg = _fields(f.get(2, [b""])[0])  # TensorShapeProto: repeated Dim (field 2) with size (field 1)
-    shape = tuple(int(_fields(dim).get(1, [0])[0]) for dim in shape_msg.get(2, []))
-    return BundleEntry(dtype=int(f.get(1, [0])[0]), shape=shape, shard=int(f.get(3, [0])[0]),
-                       offset=int(f.get(4, [0])[0]), size=int(f.get(5, [0])[0]), sliced=7 in f)
+    shape_msg = _fields(_bytes_field(f, 2, f"{where}: its shape"))  # TensorShapeProto: repeated Dim (2)
+    shape = []
+    for dim in shape_msg.get(2, []):  # Dim: size (1), an int64 (-1, unknown, arrives as 2**64 - 1)
+        if not isinstance(dim, bytes):
+            raise ValueError(f"{where}: its shape is damaged")
+        size = _int_field(_fields(dim), 1, 0, f"{where}: a dimension")
+        if size >= 2 ** 63:
+            raise ValueError(f"{where}: its shape has an unknown or negative dimension")
+        shape.append(size)
+    numbers = {what: _int_field(f, n, 0, f"{where}: its {what}")
+               for n, what in ((1, "dtype"), (3, "shard"), (4, "offset"), (5, "size"))}
+    if numbers["shard"] >= num_shards:
+        raise ValueError(f"{where} lies in data shard {numbers['shard']}, but there are {num_shards}")
+    return BundleEntry(dtype=numbers["dtype"], shape=tuple(shape), shard=numbers["shard"],
+                       offset=numbers["offset"], size=numbers["size"], sliced=7 in f)

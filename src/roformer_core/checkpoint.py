@@ -21,6 +21,7 @@ import numpy as np
 
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import CheckpointError
+from roformer_core.heads import HEADS as _HEADS, head_params
 from roformer_core.io import atomic_dir
 from roformer_core.safetensors_io import SafetensorsReader, write_safetensors
 
@@ -30,16 +31,8 @@ WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 BASE_PREFIX = "roformer."
 
-#: The task heads; the value is the class-name suffix every backend uses.
-HEADS = {
-    "model": "RoFormerModel",
-    "masked_lm": "RoFormerForMaskedLM",
-    "causal_lm": "RoFormerForCausalLM",
-    "sequence_classification": "RoFormerForSequenceClassification",
-    "multiple_choice": "RoFormerForMultipleChoice",
-    "token_classification": "RoFormerForTokenClassification",
-    "question_answering": "RoFormerForQuestionAnswering",
-}
+#: The task heads (head name -> class name); the whole table is ``roformer_core.heads.HEAD_TABLE``.
+HEADS = _HEADS
 
 #: Names in reference files that are not parameters here: the sinusoid table (always
 #: recomputed, never trusted) and the decoder tied to the word embeddings.
@@ -80,33 +73,8 @@ def base_spec(config: RoFormerConfig) -> dict[str, tuple[int, ...]]:
     return spec
 
 
-def head_spec(config: RoFormerConfig, head: str) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of a task head's own parameters."""
-    c = config
-    V, E, H, N = c.vocab_size, c.embedding_size, c.hidden_size, c.num_labels
-    if head in ("masked_lm", "causal_lm"):
-        spec = {
-            "cls.predictions.transform.dense.weight": (E, H),
-            "cls.predictions.transform.dense.bias": (E,),
-            "cls.predictions.transform.LayerNorm.weight": (E,),
-            "cls.predictions.transform.LayerNorm.bias": (E,),
-            "cls.predictions.bias": (V,),
-        }
-        if not c.tie_word_embeddings:
-            spec[_TIED_DECODER] = (V, E)
-        return spec
-    if head == "sequence_classification":
-        return {"classifier.dense.weight": (H, H), "classifier.dense.bias": (H,),
-                "classifier.out_proj.weight": (N, H), "classifier.out_proj.bias": (N,)}
-    if head == "multiple_choice":
-        return {"classifier.weight": (1, H), "classifier.bias": (1,)}
-    if head == "token_classification":
-        return {"classifier.weight": (N, H), "classifier.bias": (N,)}
-    if head == "question_answering":
-        return {"qa_outputs.weight": (2, H), "qa_outputs.bias": (2,)}
-    if head == "model":
-        return {}
-    raise ValueError(f"unknown head {head!r}; known: {', '.join(HEADS)}")
+#: A task head's own parameters (the rule lives with the head table).
+head_spec = head_params
 
 
 def canonical_spec(config: RoFormerConfig, head: str = "model") -> dict[str, tuple[int, ...]]:

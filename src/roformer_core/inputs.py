@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
 from roformer_core.errors import InputError
 
 
@@ -35,3 +40,97 @@ def check_shapes(input_shape: tuple, attention_mask_shape: tuple | None, past_le
         if not (shape == want2 or shape == (b, s, past_length + s)):
             raise InputError(f"attention_mask has shape {shape}; for input_ids {(b, s)} and {past_length} cached "
                              f"positions it must be {want2}")
+
+
+@dataclass(frozen=True)
+class ArrayFacts:
+    """What validation needs to know of one input array, in no framework's terms.
+
+    ``shape`` entries may be None (unknown while tracing); ``low``/``high`` are the smallest
+    and largest value when the array is concrete and integer, else None.
+
+    Example:
+        >>> ArrayFacts.of(np.array([[2, 7]]))
+        ArrayFacts(shape=(1, 2), integer=True, low=2, high=7)
+    """
+
+    shape: tuple
+    integer: bool
+    low: int | None = None
+    high: int | None = None
+
+    @classmethod
+    def of(cls, array, shape=None, integer: bool | None = None, concrete: bool = True) -> "ArrayFacts":
+        """Facts of anything numpy can read (a backend passes its own shape/integer when it knows better)."""
+        if shape is None:
+            shape = tuple(np.shape(array))
+        if integer is None:
+            integer = np.issubdtype(np.asarray(array).dtype, np.integer)
+        low = high = None
+        if concrete and integer and all(isinstance(d, (int, np.integer)) for d in shape) and int(np.prod(shape)):
+            values = np.asarray(array)
+            low, high = int(values.min()), int(values.max())
+        return cls(tuple(shape), bool(integer), low, high)
+
+
+#: inputs whose values are indices, whatever the head
+_INDEX_INPUTS = ("input_ids", "token_type_ids", "start_positions", "end_positions")
+
+
+def validate_inputs(config, head: str, facts: Mapping[str, ArrayFacts | None], past_length: int | None = 0,
+                    has_cross_attention_input: bool = False) -> None:
+    """The input checks every backend runs before its forward pass, with one message each.
+
+    ``facts`` maps argument names to :class:`ArrayFacts` (None or absent: not given).
+    Raises :class:`InputError` when neither or both of ``input_ids``/``inputs_embeds`` are
+    given, an index input is not integer or out of range, encoder states meet a config with
+    no cross-attention, multiple-choice inputs are not ``[batch, choices, seq]``, or the mask
+    or token types do not fit the ids. Unknown (traced) shapes and values are not checked.
+
+    Example:
+        >>> from roformer_core import RoFormerConfig
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=8, num_attention_heads=2)
+        >>> validate_inputs(cfg, "model", {"input_ids": ArrayFacts.of(np.array([[2, 5]]))})
+        >>> validate_inputs(cfg, "model", {})
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.InputError: give input_ids or inputs_embeds
+    """
+    from roformer_core.heads import get_head
+
+    spec = get_head(head)
+    ids, embeds = facts.get("input_ids"), facts.get("inputs_embeds")
+    if ids is None and embeds is None:
+        raise InputError("give input_ids or inputs_embeds")
+    if ids is not None and embeds is not None:
+        raise InputError("give input_ids or inputs_embeds, not both")
+    index_inputs = _INDEX_INPUTS + (() if spec.float_labels_allowed else tuple(spec.label_keys))
+    for name in index_inputs:
+        value = facts.get(name)
+        if value is not None and not value.integer:
+            raise InputError(f"{name} must hold integers (an integer array)")
+    if has_cross_attention_input and not (config.is_decoder and config.add_cross_attention):
+        raise InputError("encoder_hidden_states given, but the config has no cross-attention "
+                         "(set is_decoder=True and add_cross_attention=True)")
+    shape = ids.shape if ids is not None else embeds.shape[:-1]
+    mask_shape = None if facts.get("attention_mask") is None else facts["attention_mask"].shape
+    types_shape = None if facts.get("token_type_ids") is None else facts["token_type_ids"].shape
+    if spec.input_rank == 3:  # checked as the [batch * choices, seq] the encoder sees
+        if len(shape) != 3:
+            raise InputError(f"multiple choice inputs must be [batch, num_choices, seq], got shape {tuple(shape)}")
+        shape, mask_shape, types_shape = (_merge_choices(s) for s in (shape, mask_shape, types_shape))
+    known = past_length is not None and None not in tuple(shape) + tuple(mask_shape or ()) + tuple(types_shape or ())
+    if known:
+        check_shapes(tuple(shape), mask_shape, past_length, types_shape)
+    for name, limit, field in (("input_ids", config.vocab_size, "vocab_size"),
+                               ("token_type_ids", config.type_vocab_size, "type_vocab_size")):
+        value = facts.get(name)
+        if value is not None and value.low is not None:
+            check_ids_range(name, value.low, value.high, limit, field)
+
+
+def _merge_choices(shape):
+    if shape is None or len(shape) < 2:
+        return shape
+    merged = None if None in shape[:2] else shape[0] * shape[1]
+    return (merged,) + tuple(shape[2:])

@@ -29,11 +29,163 @@ STORAGE = {
 TAGS = {np.dtype(v).name: k for k, v in STORAGE.items() if k not in ("BF16", "U16")}
 TAGS.update({"uint16": "U16", "bfloat16": "BF16"})
 FLOAT_TAGS = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
-_MAX_HEADER = 100 * 1024 * 1024
+#: The reference's limit on the header length (safetensors' MAX_HEADER_SIZE).
+MAX_HEADER_SIZE = 100_000_000
+#: The deepest nesting the reference's JSON parser (serde_json) accepts in a header.
+MAX_HEADER_DEPTH = 127
+_INT64_MAX = 2 ** 63 - 1
+_FIELDS = ("dtype", "shape", "data_offsets")
+
+
+class _HeaderError(ValueError):
+    """A problem with a header, worded without quoting the file's bytes."""
+
+
+def _show(name: object, limit: int = 60) -> str:
+    """A tensor name for a message: escaped, and shortened (a header may hold a name of any size)."""
+    text = repr(name) if isinstance(name, str) else type(name).__name__
+    return text if len(text) <= limit else text[:limit] + "...'"
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _HeaderError(f"the key {_show(key)} appears twice in one JSON object")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str):
+    raise _HeaderError(f"the header holds {name}, which is not JSON")
+
+
+def _json_int(text: str) -> int | float:
+    # As the reference's parser: an integer too large for 64 bits, or "-0", is a float there,
+    # which a shape or an offset may not be. (int() would also refuse over 4300 digits.)
+    if len(text) > 21 or text == "-0":
+        return float(text)
+    return int(text)
+
+
+def _nesting(value: object) -> int:
+    """How deeply ``value`` nests lists and dicts (1 for a flat one), walked without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (list, dict)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def _natural(value: object, what: str) -> int:
+    # JSON integers only: a float, a bool or a string is refused, as the reference does.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _HeaderError(f"{what} must be a non-negative integer, got a {type(value).__name__}")
+    if value < 0:
+        raise _HeaderError(f"{what} must be a non-negative integer, got {value}")
+    return value
+
+
+def parse_header(raw: bytes, data_size: int) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...], int, int]]]:
+    """Check a safetensors header as strictly as the reference and return ``(metadata, entries)``.
+
+    ``raw`` is the JSON header and ``data_size`` the number of bytes after it. ``entries``
+    maps each name to ``(dtype tag, shape, begin, end)``, offsets within the data section.
+    Refused, as the reference refuses them: a header that is not a JSON object, nests more
+    than :data:`MAX_HEADER_DEPTH` deep, repeats a key, or holds NaN; an entry that is not an
+    object or lacks ``dtype``, ``shape`` or ``data_offsets``; shapes and offsets that are not
+    non-negative integers; sizes that overflow; metadata that is not a map of strings; data
+    whose byte ranges overlap, leave gaps or do not exactly fill the data section. Unknown
+    extra fields of an entry are accepted, as the reference accepts them. Raises
+    ``ValueError`` with a message that never quotes the header's bytes.
+
+    Example:
+        >>> parse_header(b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', 8)
+        ({}, {'w': ('F32', (2,), 0, 8)})
+        >>> try:
+        ...     parse_header(b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}', 12)
+        ... except ValueError as e:
+        ...     print(e)
+        the tensors cover 8 bytes of a data section of 12 (trailing bytes)
+    """
+    if not raw.lstrip(b" \t\r\n").startswith(b"{"):
+        raise _HeaderError("the header is not a JSON object")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _HeaderError(f"the header is not valid UTF-8 (at byte {e.start})") from None
+    try:
+        header = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                            parse_int=_json_int)
+    except RecursionError:  # json's C parser guards its stack: a very deep header ends here, cleanly
+        raise _HeaderError(f"the header JSON nests deeper than {MAX_HEADER_DEPTH} levels") from None
+    except json.JSONDecodeError as e:  # its message gives a position, never the text
+        raise _HeaderError(f"the header is not valid JSON ({e.msg} at byte {e.pos})") from None
+    if not isinstance(header, dict):
+        raise _HeaderError("the header is not a JSON object")
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _HeaderError("__metadata__ must be a map of strings to strings")
+    entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
+    deep = raw.count(b"[") + raw.count(b"{") > MAX_HEADER_DEPTH  # otherwise no walk is needed
+    for name, e in header.items():
+        where = f"tensor {_show(name)}"
+        if not isinstance(e, dict):
+            raise _HeaderError(f"{where}: its entry is a {type(e).__name__}, not an object")
+        for key in _FIELDS:
+            if key not in e:
+                raise _HeaderError(f"{where}: its entry lacks {key!r}")
+        tag, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        # Unknown fields are accepted but, as in the reference, not nested without limit (the
+        # header object and this entry are two levels).
+        if deep and any(_nesting(v) > MAX_HEADER_DEPTH - 2 for k, v in e.items() if k not in _FIELDS):
+            raise _HeaderError(f"{where}: an extra field nests deeper than the header's limit of "
+                               f"{MAX_HEADER_DEPTH} levels")
+        if not isinstance(tag, str):
+            raise _HeaderError(f"{where}: dtype is a {type(tag).__name__}, not a string")
+        if tag not in STORAGE:
+            raise _HeaderError(f"{where}: unsupported dtype {_show(tag, 20)}; known: {', '.join(STORAGE)}")
+        if not isinstance(shape, list):
+            raise _HeaderError(f"{where}: shape is a {type(shape).__name__}, not a list")
+        if not isinstance(offsets, list) or len(offsets) != 2:
+            raise _HeaderError(f"{where}: data_offsets must be a list of two integers")
+        begin = _natural(offsets[0], f"{where}: data_offsets[0]")
+        end = _natural(offsets[1], f"{where}: data_offsets[1]")
+        count = 1
+        for i, s in enumerate(shape):
+            count *= _natural(s, f"{where}: shape[{i}]")
+            if count > _INT64_MAX:  # checked at every step, as the reference does
+                raise _HeaderError(f"{where}: the shape's size overflows")
+        nbytes = count * np.dtype(STORAGE[tag]).itemsize
+        if nbytes > _INT64_MAX:
+            raise _HeaderError(f"{where}: the shape's size in bytes overflows")
+        if end < begin:
+            raise _HeaderError(f"{where}: data_offsets end before they begin")
+        if end - begin != nbytes:
+            raise _HeaderError(f"{where}: data_offsets span {end - begin} bytes, its shape and dtype need {nbytes}")
+        entries[name] = (tag, tuple(shape), begin, end)
+    covered = 0
+    for name, (_, _, begin, end) in sorted(entries.items(), key=lambda kv: (kv[1][2], kv[1][3])):
+        if begin != covered:
+            problem = "overlaps the tensor before it" if begin < covered else f"leaves a gap at byte {covered}"
+            raise _HeaderError(f"tensor {_show(name)}: its data {problem} (tensors must fill the data section "
+                               "one after another)")
+        covered = end
+    if covered != data_size:
+        what = "trailing bytes" if covered < data_size else "the file is truncated"
+        raise _HeaderError(f"the tensors cover {covered} bytes of a data section of {data_size} ({what})")
+    return metadata, entries
 
 
 class SafetensorsReader:
-    """A read-only, memory-mapped safetensors file.
+    """A read-only, memory-mapped safetensors file, checked as strictly as the reference reader.
+
+    A damaged or crafted file raises one :class:`CheckpointError` naming the file and the
+    problem (see :func:`parse_header`); the message never quotes the file's bytes.
 
     Example:
         >>> import tempfile, os
@@ -51,28 +203,19 @@ class SafetensorsReader:
             with open(self.path, "rb") as fh:
                 head = fh.read(8)
                 if len(head) < 8:
-                    raise ValueError("file shorter than its 8-byte header length")
+                    raise _HeaderError("the file is shorter than its 8-byte header length")
                 (n,) = struct.unpack("<Q", head)
-                if n > _MAX_HEADER or 8 + n > size:
-                    raise ValueError(f"header length {n} does not fit a file of {size} bytes")
-                header = json.loads(fh.read(n).decode("utf-8"))
-            if not isinstance(header, dict):
-                raise ValueError("header is not a JSON object")
-            self.metadata = header.pop("__metadata__", None) or {}
-            self._entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
-            data_size = size - 8 - n
-            end_max = 0
-            for name, e in header.items():
-                tag, shape, (begin, end) = e["dtype"], tuple(int(s) for s in e["shape"]), e["data_offsets"]
-                if tag not in STORAGE:
-                    raise ValueError(f"tensor {name!r} has unsupported dtype {tag!r}")
-                nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(STORAGE[tag]).itemsize
-                if end - begin != nbytes or begin < 0 or end > data_size:
-                    raise ValueError(f"tensor {name!r} lies outside the file (truncated?)")
-                end_max = max(end_max, end)
-                self._entries[name] = (tag, shape, 8 + n + begin, nbytes)
-        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError, struct.error) as e:
-            raise CheckpointError(f"{self.path} is not a readable safetensors file: {e}") from None
+                if n > MAX_HEADER_SIZE:
+                    raise _HeaderError(f"the header length {n} exceeds the limit of {MAX_HEADER_SIZE} bytes")
+                if 8 + n > size:
+                    raise _HeaderError(f"the header length {n} does not fit a file of {size} bytes (truncated?)")
+                raw = fh.read(n)
+            self.metadata, entries = parse_header(raw, size - 8 - n)
+        except (OSError, _HeaderError) as e:
+            problem = e.strerror or type(e).__name__ if isinstance(e, OSError) else str(e)
+            raise CheckpointError(f"{self.path} is not a readable safetensors file: {problem}") from None
+        self._entries = {name: (tag, shape, 8 + n + begin, end - begin)
+                         for name, (tag, shape, begin, end) in entries.items()}
         self._map = np.memmap(self.path, dtype=np.uint8, mode="r") if size else np.zeros(0, np.uint8)
 
     def names(self) -> list[str]:

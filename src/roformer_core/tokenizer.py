@@ -145,6 +145,14 @@ class RoFormerTokenizer:
                  vocab: Sequence[str] | Mapping[str, int] | None = None):
         if (vocab_file is None) == (vocab is None):
             raise ConfigError("give exactly one of vocab_file and vocab")
+        if never_split is not None and not isinstance(never_split, (str, bytes, Mapping)):
+            try:
+                never_split = list(never_split)
+            except TypeError:
+                pass  # refused just below, by name
+        check_options({"do_lower_case": do_lower_case, "do_basic_tokenize": do_basic_tokenize,
+                       "tokenize_chinese_chars": tokenize_chinese_chars, "never_split": never_split,
+                       "model_max_length": model_max_length}, "RoFormerTokenizer argument", allow_none=False)
         tokens = _read_vocab(vocab_file) if vocab is None else _vocab_lines(vocab)
         # Built the reference's way: a repeated token keeps its last line number.
         self.vocab: dict[str, int] = {t: i for i, t in enumerate(tokens)}
@@ -234,10 +242,29 @@ class RoFormerTokenizer:
         return [self.vocab.get(t, unk) for t in tokens]
 
     def convert_ids_to_tokens(self, ids: int | Iterable[int], skip_special_tokens: bool = False) -> str | list[str]:
-        """Id(s) to token(s); an id outside the vocabulary gives ``unk_token``."""
+        """Id(s) to token(s); an id outside the vocabulary gives ``unk_token``.
+
+        ``ids`` is one integer or a sequence (list, tuple, 1-D array or tensor) of integers;
+        anything else, strings included, is an :class:`InputError`.
+
+        Example:
+            >>> tok = RoFormerTokenizer(vocab=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "好"])
+            >>> tok.convert_ids_to_tokens([2, 5, 99])
+            ['[CLS]', '好', '[UNK]']
+            >>> tok.convert_ids_to_tokens("5")
+            Traceback (most recent call last):
+            ...
+            roformer_core.errors.InputError: convert_ids_to_tokens takes an integer id or a sequence of them, got a str
+        """
         ids = _as_list(ids)
-        if isinstance(ids, int):
+        if isinstance(ids, int) and not isinstance(ids, bool):
             return self.ids_to_tokens.get(ids, self.unk_token)
+        if not isinstance(ids, (list, tuple)):
+            raise InputError(f"convert_ids_to_tokens takes an integer id or a sequence of them, "
+                             f"got a {type(ids).__name__}")
+        for i in ids:
+            if isinstance(i, (bool, np.bool_)) or not isinstance(i, (int, np.integer)):
+                raise InputError(f"convert_ids_to_tokens takes integer ids, got an item of type {type(i).__name__}")
         special = set(self.all_special_ids) if skip_special_tokens else ()
         return [self.ids_to_tokens.get(int(i), self.unk_token) for i in ids if int(i) not in special]
 
@@ -658,9 +685,14 @@ class RoFormerTokenizer:
     # -- files ---------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, **overrides) -> RoFormerTokenizer:
+    def from_pretrained(cls, path_or_id: str | os.PathLike, *, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, local_files_only: bool = False,
+                        token: str | bool | None = None, force_download: bool = False,
+                        **overrides) -> RoFormerTokenizer:
         """Load a tokenizer folder in the reference layout (``vocab.txt`` and, when present,
-        ``tokenizer_config.json`` / ``special_tokens_map.json``); ``overrides`` win over the files.
+        ``tokenizer_config.json`` / ``special_tokens_map.json``), or fetch those files from a Hub
+        repo id (``revision``, ``cache_dir``, ``local_files_only``, ``token``, ``force_download``;
+        needs ``pip install 'roformer-tri[hub]'``); ``overrides`` win over the files.
 
         Example:
             >>> import tempfile
@@ -669,8 +701,14 @@ class RoFormerTokenizer:
             >>> _ = tok.save_pretrained(folder)
             >>> RoFormerTokenizer.from_pretrained(folder).encode("好")
             [2, 5, 3]
+            >>> # RoFormerTokenizer.from_pretrained("junnyu/roformer_chinese_base", revision="main")
         """
-        directory = os.fspath(directory)
+        from roformer_core.hub import resolve_folder
+
+        directory = resolve_folder(path_or_id, files=(VOCAB_NAME, TOKENIZER_CONFIG_NAME, SPECIAL_TOKENS_MAP_NAME,
+                                                      "added_tokens.json"),
+                                   revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                   token=token, force_download=force_download)
         if not os.path.isdir(directory):
             raise ConfigError(f"no tokenizer folder at {directory}")
         kwargs: dict[str, Any] = {}
@@ -741,8 +779,9 @@ def _read_vocab(path: str | os.PathLike) -> list[str]:
     if not os.path.isfile(path):
         raise ConfigError(f"no vocabulary file at {path}")
     try:
-        # Text mode like the reference: "\r\n" and "\r" end lines too.
-        with open(path, encoding="utf-8") as fh:
+        # Text mode like the reference: "\r\n" and "\r" end lines too. "utf-8-sig": an editor's
+        # byte order mark is not part of the first token.
+        with open(path, encoding="utf-8-sig") as fh:
             lines = [line.rstrip("\n") for line in fh]
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path} is not UTF-8 text: {e}") from None
@@ -767,16 +806,105 @@ def _vocab_lines(vocab: Sequence[str] | Mapping[str, int]) -> list[str]:
 
 
 def _read_json(path: str) -> dict:
+    """A tokenizer folder's JSON file ({} when absent), its known fields checked (see :func:`check_file`)."""
     if not os.path.exists(path):
         return {}
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:
             data = json.load(fh)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
+    except RecursionError:  # json's parser guards its stack; no tokenizer file nests this deep
+        raise ConfigError(f"cannot read {path}: its JSON nests too deeply") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object")
+    check_file(path, data)
     return data
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, shortened: a message names the bad value without pasting all of it."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_options(values: Mapping[str, Any], where: str, allow_none: bool = True) -> None:
+    """Raise one :class:`ConfigError` naming the first tokenizer option of the wrong type.
+
+    ``values`` holds options by name (those not given are skipped, and None too when
+    ``allow_none``); ``where`` starts the message (a file's field, or an argument).
+
+    Example:
+        >>> check_options({"model_max_length": "512"}, "tokenizer_config.json field")
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.ConfigError: tokenizer_config.json field 'model_max_length' must be a non-negative integer, got '512'
+    """
+    def bad(name: str, want: str) -> ConfigError:
+        return ConfigError(f"{where} {name!r} must be {want}, got {_show(values[name])}")
+
+    for name, value in values.items():
+        if value is None and allow_none:
+            continue
+        if name in ("do_lower_case", "do_basic_tokenize", "tokenize_chinese_chars"):
+            if not isinstance(value, bool):
+                raise bad(name, "true or false")
+        elif name == "strip_accents":
+            if value is not None and not isinstance(value, bool):
+                raise bad(name, "true, false or null")
+        elif name == "model_max_length":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise bad(name, "a non-negative integer")
+        elif name == "never_split":
+            if value is not None and (not isinstance(value, (list, tuple))
+                                      or not all(isinstance(t, str) for t in value)):
+                raise bad(name, "a list of strings")
+        elif name in ("padding_side", "truncation_side"):
+            if value not in ("right", "left"):
+                raise bad(name, "'right' or 'left'")
+        elif name in _SPECIAL_ATTRS:
+            content = value.get("content") if isinstance(value, dict) else value
+            if not isinstance(content, str) or not content:
+                raise bad(name, "a token (a string, or an object with a string 'content')")
+
+
+def check_file(path: str, data: Mapping[str, Any]) -> None:
+    """Check the fields a tokenizer folder's JSON file may hold, by the file's name.
+
+    ``tokenizer_config.json``: the options (:func:`check_options`), ``added_tokens_decoder``
+    (a map of integer ids to token objects); ``special_tokens_map.json``: the special
+    tokens; ``added_tokens.json``: a map of tokens to integer ids. One :class:`ConfigError`
+    names the file and the field.
+
+    Example:
+        >>> check_file("tok/tokenizer_config.json", {"never_split": "hello"})
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.ConfigError: tok/tokenizer_config.json: field 'never_split' must be a list of strings, got 'hello'
+    """
+    name = os.path.basename(path)
+    where = f"{path}: field"
+    if name == TOKENIZER_CONFIG_NAME:
+        known = ("do_lower_case", "do_basic_tokenize", "tokenize_chinese_chars", "strip_accents",
+                 "model_max_length", "never_split", "padding_side", "truncation_side") + _SPECIAL_ATTRS
+        check_options({k: data[k] for k in known if k in data}, where)
+        added = data.get("added_tokens_decoder")
+        if added is not None:
+            if not isinstance(added, dict):
+                raise ConfigError(f"{where} 'added_tokens_decoder' must map token ids to token objects, "
+                                  f"got a {type(added).__name__}")
+            for key, token in added.items():
+                if not (isinstance(key, str) and key.isdigit()):
+                    raise ConfigError(f"{where} 'added_tokens_decoder' has the key {_show(key)}, not a token id")
+                if not isinstance(token, dict) or not isinstance(token.get("content"), str):
+                    raise ConfigError(f"{where} 'added_tokens_decoder' maps {key} to {_show(token)}, "
+                                      "not an object with a string 'content'")
+    elif name == SPECIAL_TOKENS_MAP_NAME:
+        check_options({k: data[k] for k in _SPECIAL_ATTRS if k in data}, where)
+    elif name == "added_tokens.json":
+        for token, i in data.items():
+            if isinstance(i, bool) or not isinstance(i, int):
+                raise ConfigError(f"{where} {_show(token)} must map to an integer id, got {_show(i)}")
 
 
 def _to_tensors(data: dict, kind: str) -> dict:

@@ -16,6 +16,7 @@ from the reference Flax API (``RoFormerForMaskedLM``: ``.module``, ``.params``, 
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -33,18 +34,23 @@ from flax import serialization
 from flax.traverse_util import flatten_dict, unflatten_dict
 from jax import lax
 
-from roformer_core import checkpoint as ckpt_lib
+from roformer_core.checkpoint import to_canonical_name
 from roformer_core.config import RoFormerConfig
-from roformer_core.errors import CheckpointError, InputError
+from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
-from roformer_core.inputs import check_ids_range, check_shapes
+from roformer_core.heads import HEAD_TABLE, problem_type as _problem_type
+from roformer_core.inputs import ArrayFacts, validate_inputs
+from roformer_core.lifecycle import HUB_OPTIONS, Lifecycle, check_state_dict
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
                                    SequenceClassifierOutput, TokenClassifierOutput)
 from roformer_core.rotary import rotary_sin_cos, table_rows
-from roformer_core.safetensors_io import TAGS
 
 MSGPACK_NAME = "flax_model.msgpack"
-_SHARED_CACHE: dict = {}
+#: traced shapes and compiled functions per (class, config, dtypes), shared by the models of one
+#: architecture; bounded, least recently used first out, so a process that loads many
+#: architectures does not keep every compiled function alive
+_SHARED_CACHE: "collections.OrderedDict[tuple, dict]" = collections.OrderedDict()
+SHARED_CACHE_SIZE = 8
 
 ACT2FN = {
     "gelu": functools.partial(jax.nn.gelu, approximate=False),
@@ -253,10 +259,7 @@ class RoFormerLayer(_Module):
         if encoder_hidden_states is None and self.has_cross_attention and self.is_initializing():
             # linen creates params on first use; the checkpoint has cross-attention whether used or not
             self.crossattention(hidden_states, encoder_hidden_states=hidden_states)
-        if encoder_hidden_states is not None:
-            if not self.has_cross_attention:
-                raise InputError("encoder_hidden_states given, but the config has no cross-attention "
-                                 "(set is_decoder=True and add_cross_attention=True)")
+        if encoder_hidden_states is not None:  # the model checked that the config has cross-attention
             cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
             hidden_states, cross_probs, cross_present = self.crossattention(
                 hidden_states, encoder_attention_mask, None, head_mask, encoder_hidden_states, cross_past,
@@ -399,14 +402,8 @@ def cross_entropy_sum(logits, labels, ignore_index: int = -100):
 
 
 def problem_type(config: RoFormerConfig, labels) -> str:
-    """The config's ``problem_type``, or the reference's guess from num_labels and the label dtype."""
-    if config.problem_type is not None:
-        return config.problem_type
-    if config.num_labels == 1:
-        return "regression"
-    if jnp.issubdtype(labels.dtype, jnp.integer):
-        return "single_label_classification"
-    return "multi_label_classification"
+    """``roformer_core.heads.problem_type`` for these labels' dtype."""
+    return _problem_type(config, bool(jnp.issubdtype(labels.dtype, jnp.integer)))
 
 
 def classification_terms(logits, labels, config: RoFormerConfig):
@@ -432,24 +429,50 @@ def span_terms(start_logits, end_logits, start_positions, end_positions):
     return cross_entropy_sum(start_logits, start, ignored), cross_entropy_sum(end_logits, end, ignored)
 
 
+#: loss kind (``roformer_core.heads.LOSS_KINDS``) -> (config, outputs, labels dict) -> (sum, count) terms
+LOSS_TERMS = {
+    "token_cross_entropy": lambda config, out, y: (cross_entropy_sum(out.logits, y["labels"]),),
+    "shifted_token_cross_entropy": lambda config, out, y: (cross_entropy_sum(out.logits[:, :-1],
+                                                                            y["labels"][:, 1:]),),
+    "sequence_classification": lambda config, out, y: (classification_terms(out.logits, y["labels"], config),),
+    "choice_cross_entropy": lambda config, out, y: (cross_entropy_sum(out.logits, y["labels"]),),
+    "span_cross_entropy": lambda config, out, y: span_terms(out.start_logits, out.end_logits,
+                                                            y["start_positions"], y["end_positions"]),
+}
+
+
 def mean_of_terms(*terms):
     """Mean over terms of sum / count (a term with nothing counted adds 0)."""
     return sum(s / jnp.maximum(c, 1.0) for s, c in terms) / len(terms)
 
 
-def lm_loss(logits, labels):
-    """Cross-entropy over the vocabulary; label -100 is ignored."""
+def token_cross_entropy(logits, labels):
+    """Cross-entropy at every position whose label is not -100 (masked LM, token classification)."""
     return mean_of_terms(cross_entropy_sum(logits, labels))
 
 
-def classification_loss(logits, labels, config: RoFormerConfig):
+def shifted_token_cross_entropy(logits, labels):
+    """Causal LM: position t predicts token t+1."""
+    return token_cross_entropy(logits[:, :-1], labels[:, 1:])
+
+
+def sequence_classification_loss(logits, labels, config: RoFormerConfig):
     """Regression (MSE), single-label (cross-entropy) or multi-label (BCE) by ``problem_type``."""
     return mean_of_terms(classification_terms(logits, labels, config))
 
 
-def span_loss(start_logits, end_logits, start_positions, end_positions):
+def choice_cross_entropy(logits, labels):
+    """Cross-entropy over the choices."""
+    return mean_of_terms(cross_entropy_sum(logits, labels))
+
+
+def span_cross_entropy(start_logits, end_logits, start_positions, end_positions):
     """Mean of start and end cross-entropy; positions outside the sequence are ignored."""
     return mean_of_terms(*span_terms(start_logits, end_logits, start_positions, end_positions))
+
+
+# the names these had before the loss kinds were named
+lm_loss, classification_loss, span_loss = token_cross_entropy, sequence_classification_loss, span_cross_entropy
 
 
 # -- shared model behaviour: init, loading, saving ------------------------------------------
@@ -475,7 +498,10 @@ class RoFormerPreTrainedModel:
         # dtypes (loading the same architecture twice traces and compiles nothing new)
         key = (type(self), json.dumps(config.to_dict(), sort_keys=True), jnp.dtype(dtype).name,
                jnp.dtype(param_dtype).name)
-        self._cache: dict = _SHARED_CACHE.setdefault(key, {})
+        self._cache: dict = _SHARED_CACHE.pop(key, None) or {}
+        _SHARED_CACHE[key] = self._cache
+        while len(_SHARED_CACHE) > SHARED_CACHE_SIZE:
+            _SHARED_CACHE.popitem(last=False)
         self._params = self.init_weights(jax.random.PRNGKey(seed), self.input_shape) if _do_init else None
 
     @property
@@ -572,13 +598,13 @@ class RoFormerPreTrainedModel:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype=jnp.float32, param_dtype=None,
-                        config: RoFormerConfig | None = None, seed: int = 0, **config_overrides):
-        """Load a canonical checkpoint folder (or a folder holding a reference ``flax_model.msgpack``).
+                        config: RoFormerConfig | None = None, seed: int = 0, **kwargs):
+        """Load a checkpoint: a folder (canonical safetensors, shards, ``flax_model.msgpack``,
+        ``pytorch_model.bin``, ``tf_model.h5``), a weights file, or a hub id (``revision=`` ...).
 
         ``dtype`` is the computation dtype; ``param_dtype=None`` keeps the stored float dtype.
-        Keyword overrides change the config (``num_labels=3``, ``hidden_dropout_prob=0.0`` ...).
-        A bare-model checkpoint loads into a head model (the head is initialised, and a warning
-        says so).
+        Other keyword arguments override config fields (``num_labels=3`` ...). A bare-model
+        checkpoint loads into a head model (the head is initialised, and a warning says so).
 
         Example:
             >>> import tempfile
@@ -589,33 +615,9 @@ class RoFormerPreTrainedModel:
             >>> model(np.array([[2, 5, 3]])).logits.dtype
             dtype(bfloat16)
         """
-        path = os.fspath(path)
-        if os.path.isdir(path) and os.path.isfile(os.path.join(path, MSGPACK_NAME)) \
-                and not os.path.isfile(os.path.join(path, ckpt_lib.WEIGHTS_NAME)) \
-                and not os.path.isfile(os.path.join(path, ckpt_lib.WEIGHTS_INDEX_NAME)):
-            store = _MsgpackCheckpoint(path, config)
-        else:
-            store = ckpt_lib.Checkpoint(path, config)
-        config = store.config.replace(**config_overrides) if config_overrides else store.config
-        plan = ckpt_lib.plan_load({n: store.shape(n) for n in store.names()}, config, cls.head)
-        if param_dtype is None:
-            tag = store.dtype(next(iter(plan.sources.values())))
-            param_dtype = {"F16": jnp.float16, "BF16": jnp.bfloat16}.get(tag, jnp.float32)
-        model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
-        loaded = {}
-        for leaf_path in flatten_dict(model.abstract_params()):
-            name, transpose = ckpt_lib.to_canonical_name(leaf_path)
-            if name in plan.sources:
-                array = np.asarray(store.get(plan.sources[name]))
-                if array.dtype == np.uint16:  # safetensors BF16 arrives as its raw bits
-                    array = array.view(ml_dtypes.bfloat16)
-                loaded[leaf_path] = jnp.asarray(array.T if transpose else array, dtype=param_dtype)
-        params = unflatten_dict(loaded)
-        if plan.initialised:
-            params = model.init_weights(jax.random.PRNGKey(seed), model.input_shape, params)
-        model.params = params
-        plan.report(cls.__name__)
-        return model
+        hub = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs}
+        return LIFECYCLE.load(cls, path, config, dict(dtype=dtype, param_dtype=param_dtype, seed=seed, **hub),
+                              **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike, params=None, flax_msgpack: bool = False) -> None:
         """Write ``config.json`` + ``model.safetensors`` (canonical names, the params' dtype), atomically.
@@ -624,13 +626,12 @@ class RoFormerPreTrainedModel:
         ``flax_msgpack=True`` also writes ``flax_model.msgpack`` for the reference Flax classes.
         """
         params = self.params if params is None else params
-        tensors = params_to_state_dict(params, self.config, self.head)
         extra = None
         if flax_msgpack:
             def extra(tmp: str) -> None:
                 with open(os.path.join(tmp, MSGPACK_NAME), "wb") as fh:
                     fh.write(serialization.msgpack_serialize(jax.tree.map(np.asarray, params)))
-        ckpt_lib.save_checkpoint(directory, self.config, tensors, extra_files=extra)
+        LIFECYCLE.save(self, directory, extra_files=extra, params=params)
         stale = os.path.join(os.fspath(directory), MSGPACK_NAME)
         if not flax_msgpack and os.path.exists(stale):  # older weights beside the new ones would mislead readers
             os.remove(stale)
@@ -647,48 +648,63 @@ def params_to_state_dict(params, config: RoFormerConfig, head: str) -> dict[str,
         (64, 32)
     """
     state = {}
+    for name, transpose, get, _ in _leaves(params):
+        array = get()
+        state[name] = array.T if transpose and array.ndim == 2 else array
+    return check_state_dict(state, config, head,
+                            " (replicated params from pmap? pass flax.jax_utils.unreplicate(params))")
+
+
+def _leaves(params, setter=None):
     for leaf_path, leaf in flatten_dict(params).items():
-        name, transpose = ckpt_lib.to_canonical_name(leaf_path)
-        array = np.asarray(leaf)
-        state[name] = array.T if transpose else array
-    spec = ckpt_lib.canonical_spec(config, head)
-    wrong = [f"{n} {state[n].shape} (config wants {spec[n]})" for n in spec if n in state and state[n].shape != spec[n]]
-    problems = (["wrong shape: " + "; ".join(wrong)] if wrong else []) \
-        + (["missing: " + ", ".join(n for n in spec if n not in state)] if set(spec) - set(state) else []) \
-        + (["unexpected: " + ", ".join(n for n in state if n not in spec)] if set(state) - set(spec) else [])
-    if problems:
-        hint = " (replicated params from pmap? pass flax.jax_utils.unreplicate(params))" if wrong else ""
-        raise CheckpointError(f"params do not fit the {head!r} spec of the config: " + " | ".join(problems) + hint)
-    return {n: state[n] for n in spec}
+        name, transpose = to_canonical_name(leaf_path)
+        yield name, transpose, (lambda leaf=leaf: np.asarray(leaf)), (lambda a, tag, p=leaf_path: setter(p, a, tag))
 
 
-class _MsgpackCheckpoint:
-    """A reference ``flax_model.msgpack`` seen through canonical names (kernels transposed to [out, in])."""
+class FlaxLifecycle(Lifecycle):
+    """What loading and saving need of Flax (the rest is ``roformer_core.lifecycle``).
 
-    def __init__(self, path: str, config: RoFormerConfig | None):
-        file = os.path.join(path, MSGPACK_NAME)
-        try:
-            with open(file, "rb") as fh:
-                tree = serialization.msgpack_restore(fh.read())
-        except Exception as e:  # msgpack raises many types for a bad file
-            raise CheckpointError(f"{file} is not a readable Flax msgpack file: {e}") from None
-        self.arrays = {}
-        for leaf_path, leaf in flatten_dict(tree).items():
-            name, transpose = ckpt_lib.to_canonical_name(leaf_path)
-            self.arrays[name] = np.asarray(leaf).T if transpose else np.asarray(leaf)
-        self.config = config or RoFormerConfig.from_json_file(path)
+    Params are immutable: loading fills a flat dict, and :meth:`finish` builds the pytree,
+    initialising the leaves the checkpoint lacks (a new head).
 
-    def names(self):
-        return list(self.arrays)
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
+        ...                      num_attention_heads=2, intermediate_size=16)
+        >>> LIFECYCLE.state_dict(RoFormerModel.from_config(cfg))["embeddings.word_embeddings.weight"].shape
+        (10, 8)
+    """
 
-    def shape(self, name):
-        return tuple(self.arrays[name].shape)
+    name = "flax"
+    native_file = MSGPACK_NAME
+    dtypes = {"F16": jnp.float16, "BF16": jnp.bfloat16}
 
-    def dtype(self, name):
-        return TAGS.get(self.arrays[name].dtype.name, "F32")
+    def build(self, cls, config, tag, dtype=jnp.float32, param_dtype=None, seed=0):
+        param_dtype = self.dtypes.get(tag, jnp.float32) if param_dtype is None else param_dtype
+        model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
+        model._seed, model._loaded = seed, {}
+        return model
 
-    def get(self, name):
-        return self.arrays[name]
+    def variables(self, model):
+        def store(path, array, tag):
+            if tag == "BF16":  # safetensors BF16 arrives as its raw bits
+                array = np.asarray(array).view(ml_dtypes.bfloat16)
+            model._loaded[path] = jnp.asarray(array, dtype=model.param_dtype)
+
+        yield from _leaves(model.abstract_params(), store)
+
+    def state_dict(self, model, params=None):
+        return params_to_state_dict(model.params if params is None else params, model.config, model.head)
+
+    def finish(self, model, plan):
+        params = unflatten_dict(model._loaded)
+        if plan.initialised:
+            params = model.init_weights(jax.random.PRNGKey(model._seed), model.input_shape, params)
+        model.params = params
+        del model._loaded
+        return model
+
+
+LIFECYCLE = FlaxLifecycle()
 
 
 def _as_array(x):
@@ -703,24 +719,22 @@ def _concrete(x) -> bool:
 
 
 def check_inputs(config: RoFormerConfig, input_ids, attention_mask, token_type_ids, inputs_embeds,
-                 past_length: int) -> None:
-    """Raise :class:`InputError` for missing or non-integer ids, ids out of range, or shapes that do
-    not fit. Id values are checked only when concrete: under ``jax.jit`` they are unknown until run."""
-    if input_ids is None and inputs_embeds is None:
-        raise InputError("give input_ids or inputs_embeds")
-    if input_ids is not None and inputs_embeds is not None:
-        raise InputError("give input_ids or inputs_embeds, not both")
-    for name, ids, limit, field in (("input_ids", input_ids, config.vocab_size, "vocab_size"),
-                                    ("token_type_ids", token_type_ids, config.type_vocab_size, "type_vocab_size")):
-        if ids is None:
-            continue
-        if not jnp.issubdtype(ids.dtype, jnp.integer):
-            raise InputError(f"{name} must be integers, got {ids.dtype}")
-        if _concrete(ids) and ids.size:
-            check_ids_range(name, int(ids.min()), int(ids.max()), limit, field)
-    shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:-1])
-    check_shapes(shape, None if attention_mask is None else tuple(attention_mask.shape), past_length,
-                 None if token_type_ids is None else tuple(token_type_ids.shape))
+                 past_length: int = 0, head: str = "model", encoder_hidden_states=None) -> None:
+    """One clear :class:`InputError` for missing, mistyped or mis-shaped inputs (``roformer_core.inputs``).
+    Id values are checked only when concrete: under ``jax.jit`` they are unknown until run."""
+    facts = {"input_ids": _facts(input_ids), "attention_mask": _facts(attention_mask),
+             "token_type_ids": _facts(token_type_ids)}
+    if inputs_embeds is not None:
+        facts["inputs_embeds"] = ArrayFacts(tuple(inputs_embeds.shape), False)
+    validate_inputs(config, head, facts, past_length, encoder_hidden_states is not None)
+
+
+def _facts(x) -> ArrayFacts | None:
+    if x is None:
+        return None
+    integer = bool(jnp.issubdtype(x.dtype, jnp.integer))
+    low, high = (int(x.min()), int(x.max())) if integer and _concrete(x) and x.size else (None, None)
+    return ArrayFacts(tuple(x.shape), integer, low, high)
 
 
 def _check_cache_room(cache_index, seq_length: int, capacity: int) -> None:
@@ -778,7 +792,8 @@ class RoFormerModule(_Module):
         first = input_ids if input_ids is not None else inputs_embeds
         seq_length = first.shape[1] if first is not None and first.ndim > 1 else 0  # bad shapes: check_inputs says
         offset, key_length = _cache_positions(past_key_values, cache_index, seq_length)
-        check_inputs(self.config, input_ids, attention_mask, token_type_ids, inputs_embeds, key_length - seq_length)
+        check_inputs(self.config, input_ids, attention_mask, token_type_ids, inputs_embeds, key_length - seq_length,
+                     encoder_hidden_states=encoder_hidden_states)
         if cache_index is not None:
             _check_cache_room(cache_index, seq_length, key_length)
         use_cache = self.config.is_decoder and (self.config.use_cache if use_cache is None else use_cache)
@@ -831,7 +846,7 @@ class RoFormerForMaskedLMModule(_Module):
             sequence = sequence[rows, cols]
             labels = labels[rows, cols] if labels is not None else None
         logits = self.cls(sequence, self.roformer.embeddings.word_embeddings.embedding)
-        loss = lm_loss(logits, labels) if labels is not None else None
+        loss = token_cross_entropy(logits, labels) if labels is not None else None
         result = MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
@@ -871,9 +886,7 @@ class RoFormerForCausalLMModule(_Module):
                             encoder_hidden_states, encoder_attention_mask, past_key_values, cache_index, use_cache,
                             output_attentions, output_hidden_states, deterministic=deterministic)
         logits = self.cls(out.last_hidden_state, self.roformer.embeddings.word_embeddings.embedding)
-        loss = None
-        if labels is not None:  # predict token t+1 from positions up to t
-            loss = lm_loss(logits[:, :-1], labels[:, 1:])
+        loss = shifted_token_cross_entropy(logits, labels) if labels is not None else None
         result = CausalLMOutput(loss, logits, out.past_key_values, out.hidden_states, out.attentions,
                                 out.cross_attentions)
         return result if return_dict else result.to_tuple()
@@ -933,9 +946,9 @@ class RoFormerForCausalLM(RoFormerPreTrainedModel):
                  seed=None, encoder_hidden_states=None, encoder_attention_mask=None, params=None) -> jax.Array:
         """Greedy or sampled continuation (temperature, top-k, top-p) using the key/value cache."""
         ids = np.asarray(input_ids)
-        if ids.ndim == 2 and np.issubdtype(ids.dtype, np.integer) and ids.size:
-            check_ids_range("input_ids", int(ids.min()), int(ids.max()), self.config.vocab_size, "vocab_size")
-        batch, length = ids.shape if ids.ndim == 2 else (0, 0)
+        # the decode step is compiled: out-of-range ids would give garbage there, not an error
+        check_inputs(self.config, ids, None if attention_mask is None else np.asarray(attention_mask), None, None)
+        batch, length = ids.shape
         capacity = length + max_new_tokens
         step_fn = self._decode_step()
         params = self.params if params is None else params
@@ -972,7 +985,7 @@ class RoFormerForSequenceClassificationModule(_Module):
                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                             deterministic=deterministic)
         logits = self.classifier(out.last_hidden_state, deterministic)
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
         result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
@@ -1001,10 +1014,8 @@ class RoFormerForMultipleChoiceModule(_Module):
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
                  labels=None, output_attentions=False, output_hidden_states=False, return_dict=True,
                  deterministic: bool = True):
-        first = input_ids if input_ids is not None else inputs_embeds
-        if first is None or first.ndim < 3:
-            raise InputError("multiple choice inputs must be [batch, num_choices, seq]")
-        num_choices = first.shape[1]
+        check_inputs(self.config, input_ids, attention_mask, token_type_ids, inputs_embeds, head="multiple_choice")
+        num_choices = (input_ids if input_ids is not None else inputs_embeds).shape[1]
 
         def flat(x):
             return None if x is None else x.reshape(-1, *x.shape[2:])
@@ -1014,7 +1025,7 @@ class RoFormerForMultipleChoiceModule(_Module):
                             output_hidden_states=output_hidden_states, deterministic=deterministic)
         # the reference summarises each choice by its LAST position, even when that is padding
         logits = self.classifier(out.last_hidden_state[:, -1]).reshape(-1, num_choices)
-        loss = lm_loss(logits, labels) if labels is not None else None
+        loss = choice_cross_entropy(logits, labels) if labels is not None else None
         result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
@@ -1049,7 +1060,7 @@ class RoFormerForTokenClassificationModule(_Module):
                             output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                             deterministic=deterministic)
         logits = self.classifier(self.dropout(out.last_hidden_state, deterministic=deterministic))
-        loss = lm_loss(logits, labels) if labels is not None else None
+        loss = token_cross_entropy(logits, labels) if labels is not None else None
         result = TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
@@ -1085,7 +1096,7 @@ class RoFormerForQuestionAnsweringModule(_Module):
         start_logits, end_logits = logits[..., 0], logits[..., 1]
         loss = None
         if start_positions is not None and end_positions is not None:
-            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+            loss = span_cross_entropy(start_logits, end_logits, start_positions, end_positions)
         result = QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 

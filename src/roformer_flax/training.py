@@ -46,18 +46,11 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
-from roformer_flax.modeling import (RoFormerPreTrainedModel, classification_terms, cross_entropy_sum,
-                                    mean_of_terms, span_terms)
+from roformer_core.heads import HEAD_TABLE
+from roformer_flax.modeling import LOSS_TERMS, RoFormerPreTrainedModel, mean_of_terms
 
 #: The batch keys that hold each head's targets (everything else goes to the model).
-LABEL_KEYS = {
-    "masked_lm": ("labels",),
-    "causal_lm": ("labels",),
-    "sequence_classification": ("labels",),
-    "multiple_choice": ("labels",),
-    "token_classification": ("labels",),
-    "question_answering": ("start_positions", "end_positions"),
-}
+LABEL_KEYS = {name: head.label_keys for name, head in HEAD_TABLE.items() if head.loss is not None}
 
 TrainState = train_state.TrainState
 
@@ -79,14 +72,8 @@ def loss_terms(head: str, config: RoFormerConfig, outputs, batch: dict) -> tuple
         >>> round(float(s / n), 4), float(n)   # log(10), two labelled tokens
         (2.3026, 2.0)
     """
-    if head in ("masked_lm", "token_classification", "multiple_choice"):
-        return (cross_entropy_sum(outputs.logits, batch["labels"]),)
-    if head == "causal_lm":  # predict token t+1 from positions up to t
-        return (cross_entropy_sum(outputs.logits[:, :-1], batch["labels"][:, 1:]),)
-    if head == "sequence_classification":
-        return (classification_terms(outputs.logits, batch["labels"], config),)
-    if head == "question_answering":
-        return span_terms(outputs.start_logits, outputs.end_logits, batch["start_positions"], batch["end_positions"])
+    if head in LABEL_KEYS:
+        return LOSS_TERMS[HEAD_TABLE[head].loss](config, outputs, batch)
     raise InputError(f"head {head!r} has no training loss; train one of: {', '.join(LABEL_KEYS)}")
 
 

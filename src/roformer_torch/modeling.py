@@ -18,22 +18,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from roformer_core import checkpoint as ckpt_lib
 from roformer_core.config import RoFormerConfig
-from roformer_core.errors import CheckpointError, InputError
+from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
-from roformer_core.inputs import check_ids_range, check_shapes
+from roformer_core.heads import problem_type
+from roformer_core.inputs import ArrayFacts, validate_inputs
+from roformer_core.lifecycle import HUB_OPTIONS, Lifecycle
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
                                    SequenceClassifierOutput, TokenClassifierOutput)
 from roformer_core.rotary import rotary_sin_cos, table_rows
 from roformer_core.safetensors_io import STORAGE
 
+#: activation name -> module factory (a new module per layer, so no module is shared between layers)
 ACT2FN = {
-    "gelu": nn.GELU(),
-    "gelu_new": nn.GELU(approximate="tanh"),
-    "relu": nn.ReLU(),
-    "selu": nn.SELU(),
-    "silu": nn.SiLU(),
+    "gelu": nn.GELU,
+    "gelu_new": lambda: nn.GELU(approximate="tanh"),
+    "relu": nn.ReLU,
+    "selu": nn.SELU,
+    "silu": nn.SiLU,
 }
 
 
@@ -154,7 +156,7 @@ class RoFormerIntermediate(nn.Module):
     def __init__(self, config: RoFormerConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]()
 
     def forward(self, hidden_states):
         return self.intermediate_act_fn(self.dense(hidden_states))
@@ -191,10 +193,7 @@ class RoFormerLayer(nn.Module):
             hidden_states, attention_mask, sin_cos, head_mask, past_key_value=self_past,
             output_attentions=output_attentions)
         cross_probs = None
-        if encoder_hidden_states is not None:
-            if not hasattr(self, "crossattention"):
-                raise InputError("encoder_hidden_states given, but the config has no cross-attention "
-                                 "(set is_decoder=True and add_cross_attention=True)")
+        if encoder_hidden_states is not None:  # the model checked that the config has cross-attention
             cross_past = past_key_value[2:] if past_key_value is not None and len(past_key_value) == 4 else None
             hidden_states, cross_probs, cross_present = self.crossattention(
                 hidden_states, encoder_attention_mask, None, head_mask, encoder_hidden_states, cross_past,
@@ -261,7 +260,7 @@ class RoFormerPredictionHeadTransform(nn.Module):
     def __init__(self, config: RoFormerConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.embedding_size)
-        self.transform_act_fn = ACT2FN[config.hidden_act]
+        self.transform_act_fn = ACT2FN[config.hidden_act]()
         self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
 
     def forward(self, hidden_states):
@@ -300,7 +299,7 @@ class RoFormerClassificationHead(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
-        self.act = ACT2FN[config.hidden_act]
+        self.act = ACT2FN[config.hidden_act]()
 
     def forward(self, features):
         x = self.dropout(features[:, 0, :])
@@ -308,22 +307,21 @@ class RoFormerClassificationHead(nn.Module):
         return self.out_proj(x)
 
 
-# -- losses -----------------------------------------------------------------------------
-def lm_loss(logits, labels):
-    """Cross-entropy over the vocabulary; label -100 is ignored."""
-    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten(), ignore_index=-100)
+# -- losses: one function per kind of roformer_core.heads.LOSS_KINDS ---------------------------
+def token_cross_entropy(logits, labels):
+    """Cross-entropy at every position whose label is not -100 (masked LM, token classification)."""
+    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten().long(), ignore_index=-100)
 
 
-def classification_loss(logits, labels, config: RoFormerConfig):
+def shifted_token_cross_entropy(logits, labels):
+    """Causal LM: position t predicts token t+1."""
+    return token_cross_entropy(logits[:, :-1], labels[:, 1:])
+
+
+def sequence_classification_loss(logits, labels, config: RoFormerConfig):
     """Regression (MSE), single-label (cross-entropy) or multi-label (BCE) by ``problem_type``."""
-    problem = config.problem_type
-    if problem is None:
-        if config.num_labels == 1:
-            problem = "regression"
-        elif labels.dtype in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
-            problem = "single_label_classification"
-        else:
-            problem = "multi_label_classification"
+    integer = not (labels.is_floating_point() or labels.is_complex())
+    problem = problem_type(config, integer)
     if problem == "regression":
         return F.mse_loss(logits.squeeze(-1).float(), labels.squeeze(-1).float()) if config.num_labels == 1 \
             else F.mse_loss(logits.float(), labels.float())
@@ -332,13 +330,22 @@ def classification_loss(logits, labels, config: RoFormerConfig):
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
-def span_loss(start_logits, end_logits, start_positions, end_positions):
+def choice_cross_entropy(logits, labels):
+    """Cross-entropy over the choices."""
+    return F.cross_entropy(logits.float(), labels)
+
+
+def span_cross_entropy(start_logits, end_logits, start_positions, end_positions):
     """Mean of start and end cross-entropy; positions outside the sequence are ignored."""
     ignored = start_logits.shape[1]
     start = start_positions.reshape(-1).clamp(0, ignored)
     end = end_positions.reshape(-1).clamp(0, ignored)
     return (F.cross_entropy(start_logits.float(), start, ignore_index=ignored)
             + F.cross_entropy(end_logits.float(), end, ignore_index=ignored)) / 2
+
+
+# the names these had before the loss kinds were named
+lm_loss, classification_loss, span_loss = token_cross_entropy, sequence_classification_loss, span_cross_entropy
 
 
 # -- shared model behaviour: init, loading, saving ------------------------------------------
@@ -383,12 +390,13 @@ class RoFormerPreTrainedModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: Optional[torch.dtype] = None, device=None,
-                        config: Optional[RoFormerConfig] = None, **config_overrides):
-        """Load a canonical checkpoint folder (or a reference PyTorch one).
+                        config: Optional[RoFormerConfig] = None, **kwargs):
+        """Load a checkpoint: a folder (canonical safetensors, shards, ``pytorch_model.bin``, ``tf_model.h5``,
+        ``flax_model.msgpack``), a weights file, or a hub id (``revision=``, ``cache_dir=``, ``token=`` ...).
 
-        ``dtype=None`` keeps the stored float dtype; keyword overrides change the config
-        (``num_labels=3``, ``hidden_dropout_prob=0.0`` ...). A bare-model checkpoint loads into
-        a head model (the head is initialised, and a warning says so).
+        ``dtype=None`` keeps the stored float dtype; other keyword arguments override config fields
+        (``num_labels=3``, ``hidden_dropout_prob=0.0`` ...). A bare-model checkpoint loads into a head
+        model (the head is initialised, and a warning says so).
 
         Example:
             >>> import tempfile
@@ -398,90 +406,66 @@ class RoFormerPreTrainedModel(nn.Module):
             >>> RoFormerForMaskedLM.from_pretrained(d).config.vocab_size
             100
         """
-        path = os.fspath(path)
-        if os.path.isdir(path) and os.path.isfile(os.path.join(path, "pytorch_model.bin")) \
-                and not os.path.isfile(os.path.join(path, ckpt_lib.WEIGHTS_NAME)) \
-                and not os.path.isfile(os.path.join(path, ckpt_lib.WEIGHTS_INDEX_NAME)):
-            store = _BinCheckpoint(path, config)
-        else:
-            store = ckpt_lib.Checkpoint(path, config)
-        config = store.config.replace(**config_overrides) if config_overrides else store.config
-        plan = ckpt_lib.plan_load({n: store.shape(n) for n in store.names()}, config, cls.head)
-        if dtype is None:
-            tag = store.dtype(next(iter(plan.sources.values())))
-            dtype = {"F16": torch.float16, "BF16": torch.bfloat16}.get(tag, torch.float32)
-        model = cls(config).to(dtype=dtype)
-        state = model.state_dict()
-        with torch.no_grad():
-            for name, source in plan.sources.items():
-                state[name].copy_(_to_torch(store.get(source), store.dtype(source)))
-        plan.report(cls.__name__)
-        return model.to(device=device).eval()
+        hub = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs}
+        return LIFECYCLE.load(cls, path, config, dict(dtype=dtype, device=device, **hub), **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``config.json`` + ``model.safetensors`` (canonical names, the model's dtype), atomically."""
+        LIFECYCLE.save(self, directory)
 
-        def tensors():
-            for name, tensor in self.state_dict().items():
-                yield name, _to_numpy(tensor)
-
-        tags = {n: "BF16" for n, t in self.state_dict().items() if t.dtype == torch.bfloat16}
-        ckpt_lib.save_checkpoint(directory, self.config, tensors(), tags=tags)
-
-    def check_inputs(self, input_ids, attention_mask, token_type_ids, inputs_embeds, past_length):
-        if input_ids is None and inputs_embeds is None:
-            raise InputError("give input_ids or inputs_embeds")
-        if input_ids is not None and inputs_embeds is not None:
-            raise InputError("give input_ids or inputs_embeds, not both")
-        if input_ids is not None:
-            if not isinstance(input_ids, torch.Tensor) or input_ids.is_floating_point() or input_ids.is_complex():
-                raise InputError(f"input_ids must be an integer torch.Tensor, got "
-                                 f"{getattr(input_ids, 'dtype', type(input_ids).__name__)}")
-            if input_ids.numel():
-                check_ids_range("input_ids", int(input_ids.min()), int(input_ids.max()), self.config.vocab_size,
-                                "vocab_size")
-        shape = tuple(input_ids.shape) if input_ids is not None else tuple(inputs_embeds.shape[:-1])
-        if token_type_ids is not None and token_type_ids.numel():
-            check_ids_range("token_type_ids", int(token_type_ids.min()), int(token_type_ids.max()),
-                            self.config.type_vocab_size, "type_vocab_size")
-        check_shapes(shape, None if attention_mask is None else tuple(attention_mask.shape), past_length,
-                     None if token_type_ids is None else tuple(token_type_ids.shape))
+    def check_inputs(self, input_ids, attention_mask, token_type_ids, inputs_embeds, past_length=0,
+                     encoder_hidden_states=None):
+        """One clear :class:`InputError` for missing, mistyped or mis-shaped inputs (``roformer_core.inputs``)."""
+        if input_ids is not None and not isinstance(input_ids, torch.Tensor):
+            raise InputError(f"input_ids must be an integer torch.Tensor, got {type(input_ids).__name__}")
+        arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        facts = {k: _facts(v) for k, v in arrays.items()}
+        if inputs_embeds is not None:
+            facts["inputs_embeds"] = ArrayFacts(tuple(inputs_embeds.shape), False)
+        validate_inputs(self.config, self.head, facts, past_length, encoder_hidden_states is not None)
 
 
-class _BinCheckpoint:
-    """A reference ``pytorch_model.bin``, read with ``weights_only=True`` (no pickled code runs)."""
-
-    def __init__(self, path: str, config: Optional[RoFormerConfig]):
-        file = os.path.join(path, "pytorch_model.bin")
-        try:
-            try:
-                self.state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
-                self.state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many types for a bad pickle
-            raise CheckpointError(f"{file} is not a readable PyTorch weights file: {e}") from None
-        self.config = config or RoFormerConfig.from_json_file(path)
-
-    def names(self):
-        return list(self.state)
-
-    def shape(self, name):
-        return tuple(self.state[name].shape)
-
-    def dtype(self, name):
-        return {torch.float16: "F16", torch.bfloat16: "BF16"}.get(self.state[name].dtype, "F32")
-
-    def get(self, name):
-        return self.state[name]
+def _facts(x) -> ArrayFacts | None:
+    if x is None:
+        return None
+    integer = not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
+    low, high = (int(x.min()), int(x.max())) if integer and x.numel() else (None, None)
+    return ArrayFacts(tuple(x.shape), integer, low, high)
 
 
-def _to_torch(array, tag: str) -> torch.Tensor:
-    if isinstance(array, torch.Tensor):
-        return array
-    with warnings.catch_warnings():  # memory-mapped views are read-only; we only copy from them
+class TorchLifecycle(Lifecycle):
+    """What loading and saving need of PyTorch (the rest is ``roformer_core.lifecycle``).
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
+        ...                      num_attention_heads=2, intermediate_size=16)
+        >>> LIFECYCLE.state_dict(RoFormerModel(cfg))["embeddings.word_embeddings.weight"].shape
+        (10, 8)
+    """
+
+    name = "torch"
+    dtypes = {"F16": torch.float16, "BF16": torch.bfloat16}
+
+    def build(self, cls, config, tag, dtype=None, device=None):
+        return cls(config).to(dtype=self.dtypes.get(tag, torch.float32) if dtype is None else dtype)
+
+    def variables(self, model):
+        for name, tensor in model.state_dict().items():
+            yield name, False, (lambda t=tensor: _to_numpy(t)), (lambda a, tag, t=tensor: _copy_into(t, a, tag))
+
+    def finish(self, model, plan, device=None):
+        return model.eval()
+
+    def load(self, cls, path, config=None, options=None, **overrides):
+        device = (options or {}).get("device")
+        return super().load(cls, path, config, options, **overrides).to(device=device)
+
+
+def _copy_into(tensor: torch.Tensor, array: np.ndarray, tag: str) -> None:
+    with torch.no_grad(), warnings.catch_warnings():  # memory-mapped views are read-only; we only copy from them
         warnings.simplefilter("ignore", UserWarning)
-        tensor = torch.from_numpy(np.asarray(array))
-    return tensor.view(torch.bfloat16) if tag == "BF16" else tensor
+        source = torch.from_numpy(np.asarray(array))
+        tensor.copy_(source.view(torch.bfloat16) if tag == "BF16" else source)
 
 
 def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
@@ -489,6 +473,9 @@ def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
     if tensor.dtype == torch.bfloat16:
         return tensor.view(torch.int16).numpy().view(STORAGE["BF16"])
     return tensor.numpy()
+
+
+LIFECYCLE = TorchLifecycle()
 
 
 def _extended_mask(attention_mask, input_shape, past_length, is_decoder, dtype, device):
@@ -544,7 +531,8 @@ class RoFormerModel(RoFormerPreTrainedModel):
                 encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
                 output_attentions=False, output_hidden_states=False, return_dict=True):
         past_length = past_key_values[0][0].shape[2] if past_key_values is not None else 0
-        self.check_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds, past_length)
+        RoFormerPreTrainedModel.check_inputs(self, input_ids, attention_mask, token_type_ids, inputs_embeds,
+                                             past_length, encoder_hidden_states)
         use_cache = self.config.is_decoder and (self.config.use_cache if use_cache is None else use_cache)
         hidden = self.embeddings(input_ids, token_type_ids, inputs_embeds)
         if hasattr(self, "embeddings_project"):
@@ -595,7 +583,7 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
             sequence = sequence[prediction_mask]
             labels = labels[prediction_mask] if labels is not None else None
         logits = self.cls(sequence, self.roformer.embeddings.word_embeddings.weight)
-        loss = lm_loss(logits, labels) if labels is not None else None
+        loss = token_cross_entropy(logits, labels) if labels is not None else None
         result = MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
@@ -629,9 +617,7 @@ class RoFormerForCausalLM(RoFormerPreTrainedModel):
                             encoder_hidden_states, encoder_attention_mask, past_key_values, use_cache,
                             output_attentions, output_hidden_states)
         logits = self.cls(out.last_hidden_state, self.roformer.embeddings.word_embeddings.weight)
-        loss = None
-        if labels is not None:  # predict token t+1 from positions up to t
-            loss = lm_loss(logits[:, :-1], labels[:, 1:])
+        loss = shifted_token_cross_entropy(logits, labels) if labels is not None else None
         result = CausalLMOutput(loss, logits, out.past_key_values, out.hidden_states, out.attentions,
                                 out.cross_attentions)
         return result if return_dict else result.to_tuple()
@@ -684,7 +670,7 @@ class RoFormerForSequenceClassification(RoFormerPreTrainedModel):
         out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         logits = self.classifier(out.last_hidden_state)
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        loss = sequence_classification_loss(logits, labels, self.config) if labels is not None else None
         result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
@@ -709,10 +695,8 @@ class RoFormerForMultipleChoice(RoFormerPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
                 labels=None, output_attentions=False, output_hidden_states=False, return_dict=True):
-        first = input_ids if input_ids is not None else inputs_embeds
-        if first is None or first.dim() < 3:
-            raise InputError("multiple choice inputs must be [batch, num_choices, seq]")
-        num_choices = first.shape[1]
+        self.check_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds)
+        num_choices = (input_ids if input_ids is not None else inputs_embeds).shape[1]
 
         def flat(x):
             return None if x is None else x.flatten(0, 1)
@@ -722,7 +706,7 @@ class RoFormerForMultipleChoice(RoFormerPreTrainedModel):
                             output_hidden_states=output_hidden_states)
         # the reference summarises each choice by its LAST position, even when that is padding
         logits = self.classifier(out.last_hidden_state[:, -1]).view(-1, num_choices)
-        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        loss = choice_cross_entropy(logits, labels) if labels is not None else None
         result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
@@ -751,7 +735,7 @@ class RoFormerForTokenClassification(RoFormerPreTrainedModel):
         out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         logits = self.classifier(self.dropout(out.last_hidden_state))
-        loss = lm_loss(logits, labels) if labels is not None else None
+        loss = token_cross_entropy(logits, labels) if labels is not None else None
         result = TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
@@ -783,7 +767,7 @@ class RoFormerForQuestionAnswering(RoFormerPreTrainedModel):
         start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)
         loss = None
         if start_positions is not None and end_positions is not None:
-            loss = span_loss(start_logits, end_logits, start_positions, end_positions)
+            loss = span_cross_entropy(start_logits, end_logits, start_positions, end_positions)
         result = QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
