@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import glob
 import importlib
 import os
 import shutil
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from roformer_core.checkpoint import HEADS, WEIGHTS_INDEX_NAME, WEIGHTS_NAME, canonical_spec, plan_load
+from roformer_core.checkpoint import HEADS, STALE_WEIGHTS, canonical_spec, plan_load
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import CheckpointError
 from roformer_core.io import atomic_dir
@@ -121,15 +120,9 @@ def _destination(dst: str, to: str, force: bool):
             raise ConvertError(f"the destination {dst} exists and is not a folder")
         if os.listdir(dst) and not force:
             raise ConvertError(f"the destination {dst} exists and is not empty; pass --force to overwrite it")
-    with atomic_dir(dst) as tmp:
+    # old weights of the other layout (single vs shards) would shadow or contradict the new ones
+    with atomic_dir(dst, remove=STALE_WEIGHTS if to == "canonical" else ()) as tmp:
         yield tmp
-        written = set(os.listdir(tmp))
-    if to == "canonical":  # old weights of the other layout (single vs shards) would shadow or contradict
-        stale = [WEIGHTS_NAME, WEIGHTS_INDEX_NAME] + [os.path.basename(p) for p in
-                                                      glob.glob(os.path.join(dst, "model-*-of-*.safetensors"))]
-        for name in stale:
-            if name not in written and os.path.isfile(os.path.join(dst, name)):
-                os.remove(os.path.join(dst, name))
 
 
 @dataclass

@@ -238,7 +238,8 @@ def read_msgpack(path: str | os.PathLike) -> dict[tuple[str, ...], MsgpackArray]
             raise ValueError(f"{len(buf) - end} stray bytes after the data")
         out: dict[tuple[str, ...], MsgpackArray] = {}
         _collect(walker, tree, (), out)
-    except (OSError, ValueError, IndexError, struct.error) as e:
+    except (OSError, ValueError, IndexError, KeyError, TypeError, OverflowError, struct.error) as e:
+        # IndexError..struct.error: a corruption the checks do not foresee still gives one line
         raise CheckpointError(f"{path} is not a readable Flax msgpack file: {e}") from None
     return out
 

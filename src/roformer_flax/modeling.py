@@ -28,24 +28,22 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 from flax import serialization
 from flax.traverse_util import flatten_dict, unflatten_dict
 from jax import lax
 
-from roformer_core.checkpoint import to_canonical_name
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
-from roformer_core.heads import HEAD_TABLE, problem_type as _problem_type
+from roformer_core.heads import problem_type as _problem_type
 from roformer_core.inputs import ArrayFacts, validate_inputs
-from roformer_core.lifecycle import HUB_OPTIONS, Lifecycle, check_state_dict
+from roformer_core.lifecycle import HUB_OPTIONS
+from roformer_flax.adapter import LIFECYCLE, MSGPACK_NAME, params_to_state_dict  # noqa: F401 (public names)
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
                                    SequenceClassifierOutput, TokenClassifierOutput)
 from roformer_core.rotary import rotary_sin_cos, table_rows
 
-MSGPACK_NAME = "flax_model.msgpack"
 #: traced shapes and compiled functions per (class, config, dtypes), shared by the models of one
 #: architecture; bounded, least recently used first out, so a process that loads many
 #: architectures does not keep every compiled function alive
@@ -635,76 +633,6 @@ class RoFormerPreTrainedModel:
         stale = os.path.join(os.fspath(directory), MSGPACK_NAME)
         if not flax_msgpack and os.path.exists(stale):  # older weights beside the new ones would mislead readers
             os.remove(stale)
-
-
-def params_to_state_dict(params, config: RoFormerConfig, head: str) -> dict[str, np.ndarray]:
-    """The params as ``{canonical name: numpy array}`` in reference order (kernels transposed).
-
-    Example:
-        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
-        ...                      num_attention_heads=4, intermediate_size=64)
-        >>> state = params_to_state_dict(RoFormerModel.from_config(cfg).params, cfg, "model")
-        >>> state["encoder.layer.0.intermediate.dense.weight"].shape
-        (64, 32)
-    """
-    state = {}
-    for name, transpose, get, _ in _leaves(params):
-        array = get()
-        state[name] = array.T if transpose and array.ndim == 2 else array
-    return check_state_dict(state, config, head,
-                            " (replicated params from pmap? pass flax.jax_utils.unreplicate(params))")
-
-
-def _leaves(params, setter=None):
-    for leaf_path, leaf in flatten_dict(params).items():
-        name, transpose = to_canonical_name(leaf_path)
-        yield name, transpose, (lambda leaf=leaf: np.asarray(leaf)), (lambda a, tag, p=leaf_path: setter(p, a, tag))
-
-
-class FlaxLifecycle(Lifecycle):
-    """What loading and saving need of Flax (the rest is ``roformer_core.lifecycle``).
-
-    Params are immutable: loading fills a flat dict, and :meth:`finish` builds the pytree,
-    initialising the leaves the checkpoint lacks (a new head).
-
-    Example:
-        >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
-        ...                      num_attention_heads=2, intermediate_size=16)
-        >>> LIFECYCLE.state_dict(RoFormerModel.from_config(cfg))["embeddings.word_embeddings.weight"].shape
-        (10, 8)
-    """
-
-    name = "flax"
-    native_file = MSGPACK_NAME
-    dtypes = {"F16": jnp.float16, "BF16": jnp.bfloat16}
-
-    def build(self, cls, config, tag, dtype=jnp.float32, param_dtype=None, seed=0):
-        param_dtype = self.dtypes.get(tag, jnp.float32) if param_dtype is None else param_dtype
-        model = cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, _do_init=False)
-        model._seed, model._loaded = seed, {}
-        return model
-
-    def variables(self, model):
-        def store(path, array, tag):
-            if tag == "BF16":  # safetensors BF16 arrives as its raw bits
-                array = np.asarray(array).view(ml_dtypes.bfloat16)
-            model._loaded[path] = jnp.asarray(array, dtype=model.param_dtype)
-
-        yield from _leaves(model.abstract_params(), store)
-
-    def state_dict(self, model, params=None):
-        return params_to_state_dict(model.params if params is None else params, model.config, model.head)
-
-    def finish(self, model, plan):
-        params = unflatten_dict(model._loaded)
-        if plan.initialised:
-            params = model.init_weights(jax.random.PRNGKey(model._seed), model.input_shape, params)
-        model.params = params
-        del model._loaded
-        return model
-
-
-LIFECYCLE = FlaxLifecycle()
 
 
 def _as_array(x):

@@ -22,21 +22,22 @@ import warnings
 from typing import Optional
 
 import keras
-import ml_dtypes
 import numpy as np
 import optree
 import tensorflow as tf
 
-from roformer_core import checkpoint as ckpt_lib
+from roformer_core.checkpoint import to_canonical_name
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
-from roformer_core.inputs import check_ids_range, check_shapes
+from roformer_core.heads import ARRAY_ARGUMENTS, HEAD_TABLE, problem_type
+from roformer_core.inputs import ArrayFacts, validate_inputs
+from roformer_core.lifecycle import HUB_OPTIONS
+from roformer_tf.adapter import LIFECYCLE
 from roformer_core.io import atomic_dir
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, ModelOutput,
                                    QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
 from roformer_core.rotary import rotary_sin_cos, table_rows
-from roformer_core.safetensors_io import STORAGE
 
 ACT2FN = {
     "gelu": lambda x: keras.activations.gelu(x, approximate=False),
@@ -446,21 +447,19 @@ def _elementwise_mean(values):
     return _mean(tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32))
 
 
-def lm_loss(logits, labels):
-    """Cross-entropy over the vocabulary; label -100 is ignored."""
+def token_cross_entropy(logits, labels):
+    """Cross-entropy at every position whose label is not -100 (masked LM, token classification)."""
     return _cross_entropy(logits, labels, -100)
 
 
-def classification_loss(logits, labels, config: RoFormerConfig):
+def shifted_token_cross_entropy(logits, labels):
+    """Causal LM: position t predicts token t+1."""
+    return token_cross_entropy(logits[:, :-1], labels[:, 1:])
+
+
+def sequence_classification_loss(logits, labels, config: RoFormerConfig):
     """Regression (MSE), single-label (cross-entropy) or multi-label (BCE) by ``problem_type``."""
-    problem = config.problem_type
-    if problem is None:
-        if config.num_labels == 1:
-            problem = "regression"
-        elif tf.as_dtype(labels.dtype).is_integer:
-            problem = "single_label_classification"
-        else:
-            problem = "multi_label_classification"
+    problem = problem_type(config, tf.as_dtype(labels.dtype).is_integer)
     logits = tf.cast(logits, tf.float32)
     if problem == "regression":
         if config.num_labels == 1:
@@ -472,7 +471,12 @@ def classification_loss(logits, labels, config: RoFormerConfig):
                                                                      logits=logits))
 
 
-def span_loss(start_logits, end_logits, start_positions, end_positions):
+def choice_cross_entropy(logits, labels):
+    """Cross-entropy over the choices."""
+    return _cross_entropy(logits, labels, -100)
+
+
+def span_cross_entropy(start_logits, end_logits, start_positions, end_positions):
     """Mean of start and end cross-entropy; positions outside the sequence are ignored."""
     ignored = _shape_list(start_logits)[1]
     start = tf.clip_by_value(tf.reshape(tf.cast(start_positions, tf.int32), [-1]), 0, ignored)
@@ -480,17 +484,20 @@ def span_loss(start_logits, end_logits, start_positions, end_positions):
     return (_cross_entropy(start_logits, start, ignored) + _cross_entropy(end_logits, end, ignored)) / 2
 
 
+#: loss kind (``roformer_core.heads.LOSS_KINDS``) -> (config, prediction, labels) -> loss
+LOSSES = {
+    "token_cross_entropy": lambda config, logits, labels: token_cross_entropy(logits, labels),
+    "shifted_token_cross_entropy": lambda config, logits, labels: shifted_token_cross_entropy(logits, labels),
+    "sequence_classification": lambda config, logits, labels: sequence_classification_loss(logits, labels, config),
+    "choice_cross_entropy": lambda config, logits, labels: choice_cross_entropy(logits, labels),
+    "span_cross_entropy": lambda config, prediction, labels: span_cross_entropy(*prediction, *labels),
+}
+
+# the names these had before the loss kinds were named
+lm_loss, classification_loss, span_loss = token_cross_entropy, sequence_classification_loss, span_cross_entropy
+
+
 # -- shared model behaviour: init, loading, saving, Keras training and export ---------------
-#: Arguments that carry arrays: Python lists given for them become numpy arrays.
-_ARRAY_ARGUMENTS = {"input_ids", "attention_mask", "token_type_ids", "head_mask", "inputs_embeds",
-                    "encoder_hidden_states", "encoder_attention_mask", "labels", "start_positions", "end_positions",
-                    "prediction_mask"}
-#: The label arguments of each head (what ``fit`` takes as ``y``).
-_LABEL_NAMES = {"masked_lm": ("labels",), "causal_lm": ("labels",), "sequence_classification": ("labels",),
-                "multiple_choice": ("labels",), "token_classification": ("labels",),
-                "question_answering": ("start_positions", "end_positions"), "model": ()}
-
-
 class RoFormerPreTrainedModel(keras.Model):
     """Initialisation, ``from_pretrained`` / ``save_pretrained`` / ``from_config`` for every class,
     plus the Keras side: input forms, training on the head's own loss, ``.keras`` and SavedModel."""
@@ -531,14 +538,15 @@ class RoFormerPreTrainedModel(keras.Model):
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype=None, config: Optional[RoFormerConfig] = None,
-                        **config_overrides):
-        """Load a canonical checkpoint folder.
+                        **kwargs):
+        """Load a checkpoint: a folder (canonical safetensors, shards, ``pytorch_model.bin``, ``tf_model.h5``,
+        ``flax_model.msgpack``), a weights file, or a hub id (``revision=``, ``cache_dir=``, ``token=`` ...).
 
         ``dtype`` is a Keras dtype policy (``"float32"``, ``"mixed_bfloat16"`` ...); ``None`` keeps a
-        half-precision checkpoint's dtype and otherwise uses the global policy. Keyword overrides
-        change the config (``num_labels=3`` ...). A bare-model checkpoint loads into a head model
-        (the head is initialised, and a warning says so). Call it inside ``strategy.scope()`` to
-        train with a distribution strategy.
+        half-precision checkpoint's dtype and otherwise uses the global policy. Other keyword
+        arguments override config fields (``num_labels=3`` ...). A bare-model checkpoint loads into a
+        head model (the head is initialised, and a warning says so). Call it inside
+        ``strategy.scope()`` to train with a distribution strategy.
 
         Example:
             >>> import tempfile
@@ -548,30 +556,12 @@ class RoFormerPreTrainedModel(keras.Model):
             >>> RoFormerForMaskedLM.from_pretrained(d).config.vocab_size
             100
         """
-        store = ckpt_lib.Checkpoint(path, config)
-        config = store.config.replace(**config_overrides) if config_overrides else store.config
-        plan = ckpt_lib.plan_load({n: store.shape(n) for n in store.names()}, config, cls.head)
-        if dtype is None:
-            dtype = {"F16": "float16", "BF16": "bfloat16"}.get(store.dtype(next(iter(plan.sources.values()))))
-        model = cls(config, dtype=dtype)
-        for name, variable, transpose in model.named_variables():
-            if name in plan.sources:
-                source = plan.sources[name]
-                array = _from_storage(store.get(source), store.dtype(source))
-                variable.assign((array.T if transpose else array).astype(_numpy_dtype(variable.dtype)))
-        plan.report(cls.__name__)
-        return model
+        hub = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs}
+        return LIFECYCLE.load(cls, path, config, dict(dtype=dtype, **hub), **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``config.json`` + ``model.safetensors`` (canonical names, the variables' dtype), atomically."""
-
-        def tensors():
-            for name, variable, transpose in self.named_variables():
-                array = variable.numpy()
-                yield name, _to_storage(array.T if transpose else array)
-
-        tags = {n: "BF16" for n, v, _ in self.named_variables() if v.dtype == "bfloat16"}
-        ckpt_lib.save_checkpoint(directory, self.config, tensors(), tags=tags)
+        LIFECYCLE.save(self, directory)
 
     def named_variables(self):
         """``(canonical name, variable, transpose)`` for every weight, in torch's parameter order.
@@ -587,7 +577,7 @@ class RoFormerPreTrainedModel(keras.Model):
             ('embeddings.word_embeddings.weight', (10, 8), False)
         """
         for path, variable in _walk(self, ()):
-            name, transpose = ckpt_lib.to_canonical_name(path)
+            name, transpose = to_canonical_name(path)
             yield name, variable, transpose
 
     # -- inputs --------------------------------------------------------------------------
@@ -621,47 +611,19 @@ class RoFormerPreTrainedModel(keras.Model):
         if unknown:
             raise InputError(f"{type(self).__name__} has no input {', '.join(unknown)}; its inputs are "
                              f"{', '.join(names)}")
-        return {k: np.asarray(v) if k in _ARRAY_ARGUMENTS and isinstance(v, (list, tuple)) else v
+        return {k: np.asarray(v) if k in ARRAY_ARGUMENTS and isinstance(v, (list, tuple)) else v
                 for k, v in given.items()}
 
     def check_inputs(self, arguments: dict) -> None:
-        """One clear :class:`InputError` for missing, mistyped or mis-shaped inputs."""
-        input_ids, inputs_embeds = arguments.get("input_ids"), arguments.get("inputs_embeds")
-        attention_mask, token_type_ids = arguments.get("attention_mask"), arguments.get("token_type_ids")
-        if input_ids is None and inputs_embeds is None:
-            raise InputError("give input_ids or inputs_embeds")
-        if input_ids is not None and inputs_embeds is not None:
-            raise InputError("give input_ids or inputs_embeds, not both")
-        integer_inputs = ["input_ids", "token_type_ids", "start_positions", "end_positions"]
-        if self.head != "sequence_classification":  # whose regression / multi-label labels are floats
-            integer_inputs.append("labels")
-        for name in integer_inputs:
-            value = arguments.get(name)
-            if value is not None and not _is_integer(value):
-                raise InputError(f"{name} must hold integers, got {getattr(value, 'dtype', type(value).__name__)}")
-        if arguments.get("encoder_hidden_states") is not None and not (self.config.is_decoder
-                                                                       and self.config.add_cross_attention):
-            raise InputError("encoder_hidden_states given, but the config has no cross-attention "
-                             "(set is_decoder=True and add_cross_attention=True)")
-        first = input_ids if input_ids is not None else inputs_embeds
-        shape = _static_shape(first)
-        if inputs_embeds is not None:
-            shape = shape[:-1]
-        mask_shape, types_shape = _static_shape(attention_mask), _static_shape(token_type_ids)
-        if self.head == "multiple_choice":  # checked as the [batch * choices, seq] the encoder sees
-            if len(shape) != 3:
-                raise InputError(f"multiple choice inputs must be [batch, num_choices, seq], got shape {shape}")
-            shape, mask_shape, types_shape = (_merge_choices(s) for s in (shape, mask_shape, types_shape))
+        """One clear :class:`InputError` for missing, mistyped or mis-shaped inputs (``roformer_core.inputs``).
+        Values are checked where they are concrete (eager), not while a graph is traced."""
+        facts = {name: _facts(value) for name, value in arguments.items()
+                 if value is not None and (name in ARRAY_ARGUMENTS and name not in ("head_mask", "prediction_mask"))}
+        if arguments.get("inputs_embeds") is not None:
+            facts["inputs_embeds"] = ArrayFacts(_static_shape(arguments["inputs_embeds"]), False)
         past = arguments.get("past_key_values")
         past_length = 0 if past is None else _static_shape(past[0][0])[2]
-        if past_length is not None and None not in shape + (mask_shape or ()) + (types_shape or ()):
-            check_shapes(shape, mask_shape, past_length, types_shape)
-        for name, limit, field in (("input_ids", self.config.vocab_size, "vocab_size"),
-                                   ("token_type_ids", self.config.type_vocab_size, "type_vocab_size")):
-            value = arguments.get(name)
-            if _has_values(value) and np.size(value):  # not while tracing a graph or a functional model
-                value = np.asarray(value)
-                check_ids_range(name, int(value.min()), int(value.max()), limit, field)
+        validate_inputs(self.config, self.head, facts, past_length, arguments.get("encoder_hidden_states") is not None)
 
     # -- Keras training: compile() without a loss trains on the head's own loss ------------------
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -684,7 +646,11 @@ class RoFormerPreTrainedModel(keras.Model):
         return {k: v for k, v in super().predict_step(data).items() if k != "loss"}
 
     def head_loss(self, prediction, labels):
-        raise InputError(f"{type(self).__name__} has no loss of its own: give compile() a loss")
+        """The head's own loss (its kind in ``roformer_core.heads.HEAD_TABLE``)."""
+        kind = HEAD_TABLE[self.head].loss
+        if kind is None:
+            raise InputError(f"{type(self).__name__} has no loss of its own: give compile() a loss")
+        return LOSSES[kind](self.config, prediction, labels)
 
     def _prediction(self, output):
         """What a compiled loss or metric sees: the logits (start and end logits for QA)."""
@@ -698,7 +664,7 @@ class RoFormerPreTrainedModel(keras.Model):
 
     def _labels(self, x, y):
         """``y`` (a tensor, or for QA a (start, end) pair or dict), or else the label entries of ``x``."""
-        names = _LABEL_NAMES[self.head]
+        names = HEAD_TABLE[self.head].label_keys
         if not names:
             return y
         if y is None and isinstance(x, collections.abc.Mapping) and all(x.get(n) is not None for n in names):
@@ -772,17 +738,13 @@ def _walk(layer, path: tuple):
         yield from _walk(child, child_path)
 
 
-def _numpy_dtype(name: str):
-    return ml_dtypes.bfloat16 if name == "bfloat16" else np.dtype(name)
-
-
-def _from_storage(array: np.ndarray, tag: str) -> np.ndarray:
-    return array.view(ml_dtypes.bfloat16) if tag == "BF16" else array
-
-
-def _to_storage(array: np.ndarray) -> np.ndarray:
-    array = np.ascontiguousarray(array)
-    return array.view(STORAGE["BF16"]) if array.dtype == ml_dtypes.bfloat16 else array
+def _facts(x) -> ArrayFacts:
+    integer = _is_integer(x)
+    low = high = None
+    if integer and _has_values(x) and np.size(x):  # not while tracing a graph or a functional model
+        values = np.asarray(x)
+        low, high = int(values.min()), int(values.max())
+    return ArrayFacts(_static_shape(x), integer, low, high)
 
 
 def _static_shape(x):
@@ -795,14 +757,7 @@ def _static_shape(x):
 
 
 def _has_values(x) -> bool:
-    return isinstance(x, np.ndarray) or (isinstance(x, tf.Tensor) and not tf.is_symbolic_tensor(x))
-
-
-def _merge_choices(shape):
-    if shape is None or len(shape) < 2:
-        return shape
-    merged = None if None in shape[:2] else shape[0] * shape[1]
-    return (merged,) + tuple(shape[2:])
+    return isinstance(x, (np.ndarray, list, tuple, int)) or (isinstance(x, tf.Tensor) and not tf.is_symbolic_tensor(x))
 
 
 def _is_integer(x) -> bool:
@@ -924,12 +879,10 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
             sequence = tf.boolean_mask(sequence, prediction_mask)
             labels = tf.boolean_mask(labels, prediction_mask) if labels is not None else None
         logits = self.cls(sequence, word_embeddings=self.roformer.embeddings.word_embeddings.embeddings)
-        loss = lm_loss(logits, labels) if labels is not None else None
+        loss = self.head_loss(logits, labels) if labels is not None else None
         result = MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
-    def head_loss(self, prediction, labels):
-        return lm_loss(prediction, labels)
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
@@ -968,8 +921,6 @@ class RoFormerForCausalLM(RoFormerPreTrainedModel):
                                 out.cross_attentions)
         return result if return_dict else result.to_tuple()
 
-    def head_loss(self, prediction, labels):
-        return lm_loss(prediction[:, :-1], labels[:, 1:])  # predict token t+1 from positions up to t
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id=None, pad_token_id=None,
@@ -1019,8 +970,6 @@ class RoFormerForSequenceClassification(RoFormerPreTrainedModel):
         result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
-    def head_loss(self, prediction, labels):
-        return classification_loss(prediction, labels, self.config)
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
@@ -1060,8 +1009,6 @@ class RoFormerForMultipleChoice(RoFormerPreTrainedModel):
         result = SequenceClassifierOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
-    def head_loss(self, prediction, labels):
-        return _cross_entropy(prediction, labels, -100)
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
@@ -1094,8 +1041,6 @@ class RoFormerForTokenClassification(RoFormerPreTrainedModel):
         result = TokenClassifierOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
-    def head_loss(self, prediction, labels):
-        return lm_loss(prediction, labels)
 
 
 @keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
@@ -1131,8 +1076,6 @@ class RoFormerForQuestionAnswering(RoFormerPreTrainedModel):
         result = QuestionAnsweringModelOutput(loss, start_logits, end_logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
-    def head_loss(self, prediction, labels):
-        return span_loss(*prediction, *labels)
 
 
 MODEL_CLASSES = {cls.head: cls for cls in (

@@ -23,11 +23,11 @@ from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
 from roformer_core.heads import problem_type
 from roformer_core.inputs import ArrayFacts, validate_inputs
-from roformer_core.lifecycle import HUB_OPTIONS, Lifecycle
+from roformer_core.lifecycle import HUB_OPTIONS
+from roformer_torch.adapter import LIFECYCLE
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
                                    SequenceClassifierOutput, TokenClassifierOutput)
 from roformer_core.rotary import rotary_sin_cos, table_rows
-from roformer_core.safetensors_io import STORAGE
 
 #: activation name -> module factory (a new module per layer, so no module is shared between layers)
 ACT2FN = {
@@ -431,51 +431,6 @@ def _facts(x) -> ArrayFacts | None:
     integer = not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
     low, high = (int(x.min()), int(x.max())) if integer and x.numel() else (None, None)
     return ArrayFacts(tuple(x.shape), integer, low, high)
-
-
-class TorchLifecycle(Lifecycle):
-    """What loading and saving need of PyTorch (the rest is ``roformer_core.lifecycle``).
-
-    Example:
-        >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
-        ...                      num_attention_heads=2, intermediate_size=16)
-        >>> LIFECYCLE.state_dict(RoFormerModel(cfg))["embeddings.word_embeddings.weight"].shape
-        (10, 8)
-    """
-
-    name = "torch"
-    dtypes = {"F16": torch.float16, "BF16": torch.bfloat16}
-
-    def build(self, cls, config, tag, dtype=None, device=None):
-        return cls(config).to(dtype=self.dtypes.get(tag, torch.float32) if dtype is None else dtype)
-
-    def variables(self, model):
-        for name, tensor in model.state_dict().items():
-            yield name, False, (lambda t=tensor: _to_numpy(t)), (lambda a, tag, t=tensor: _copy_into(t, a, tag))
-
-    def finish(self, model, plan, device=None):
-        return model.eval()
-
-    def load(self, cls, path, config=None, options=None, **overrides):
-        device = (options or {}).get("device")
-        return super().load(cls, path, config, options, **overrides).to(device=device)
-
-
-def _copy_into(tensor: torch.Tensor, array: np.ndarray, tag: str) -> None:
-    with torch.no_grad(), warnings.catch_warnings():  # memory-mapped views are read-only; we only copy from them
-        warnings.simplefilter("ignore", UserWarning)
-        source = torch.from_numpy(np.asarray(array))
-        tensor.copy_(source.view(torch.bfloat16) if tag == "BF16" else source)
-
-
-def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
-    tensor = tensor.detach().cpu().contiguous()
-    if tensor.dtype == torch.bfloat16:
-        return tensor.view(torch.int16).numpy().view(STORAGE["BF16"])
-    return tensor.numpy()
-
-
-LIFECYCLE = TorchLifecycle()
 
 
 def _extended_mask(attention_mask, input_shape, past_length, is_decoder, dtype, device):

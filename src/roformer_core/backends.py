@@ -1,0 +1,182 @@
+"""One adapter per backend: run a checkpoint on numpy inputs in PyTorch, Keras or Flax, the same way.
+
+The tests, ``roformer-convert verify``, the demo and the pipelines talk to every framework
+through :class:`Backend`; each package has one (``roformer_torch.adapter.BACKEND`` ...), found
+by :func:`get_backend` and imported only when asked for, so asking for ``"torch"`` never
+imports TensorFlow.
+
+Adding a fourth backend: a package with the model classes (``MODEL_CLASSES``: head name ->
+class, the heads of ``roformer_core.heads.HEAD_TABLE``), a ``roformer_core.lifecycle.Lifecycle``
+subclass (build a model, list its variables), and a :class:`Backend` subclass that converts
+numpy inputs to the framework's arrays and outputs back (:meth:`Backend.to_framework`,
+:meth:`Backend.to_numpy`, :meth:`Backend.forward`); then one line in :data:`PACKAGES`. The
+shared test battery (``tests/test_battery.py``) runs on it as soon as it is listed there.
+
+Example:
+    >>> backend = get_backend("pytorch")          # aliases: pytorch, keras, tensorflow, jax
+    >>> backend.name, backend.package
+    ('torch', 'roformer_torch')
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from roformer_core.errors import InputError
+from roformer_core.heads import get_head
+
+#: backend name -> (package, pip extra)
+PACKAGES = {"torch": ("roformer_torch", "torch"), "tf": ("roformer_tf", "tf"), "flax": ("roformer_flax", "flax")}
+#: other names people use for the same backends
+ALIASES = {"pytorch": "torch", "pt": "torch", "keras": "tf", "tensorflow": "tf", "jax": "flax"}
+
+
+def backend_name(name: str) -> str:
+    """The backend's one name (``torch``, ``tf``, ``flax``) for any of its names, or one clear error.
+
+    Example:
+        >>> backend_name("keras")
+        'tf'
+        >>> backend_name("mxnet")
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.InputError: unknown backend 'mxnet'; choose from torch, tf (or keras), flax (or jax)
+    """
+    key = str(name).lower()
+    key = ALIASES.get(key, key)
+    if key not in PACKAGES:
+        raise InputError(f"unknown backend {name!r}; choose from torch, tf (or keras), flax (or jax)")
+    return key
+
+
+def get_backend(name: str) -> "Backend":
+    """The :class:`Backend` called ``name``; a framework that is not installed is one clear error.
+
+    Example:
+        >>> get_backend("torch").extra
+        'torch'
+    """
+    key = backend_name(name)
+    package, extra = PACKAGES[key]
+    try:
+        return importlib.import_module(f"{package}.adapter").BACKEND
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in (package,):
+            raise
+        raise InputError(f"the {key} backend needs {e.name}, which is not installed: "
+                         f"pip install 'roformer-tri[{extra}]'") from None
+
+
+def available_backends() -> list[str]:
+    """The backends whose framework is installed, in the default order (torch, tf, flax).
+
+    Example:
+        >>> "torch" in available_backends()
+        True
+    """
+    found = []
+    for key, (package, _) in PACKAGES.items():
+        framework = {"torch": "torch", "tf": "tensorflow", "flax": "flax"}[key]
+        if importlib.util.find_spec(framework) is not None:
+            found.append(key)
+    return found
+
+
+class Backend:
+    """A framework seen from numpy: load, build, run, save (one subclass per backend package).
+
+    Example:
+        >>> import tempfile
+        >>> from roformer_core import RoFormerConfig
+        >>> backend = get_backend("torch")
+        >>> cfg = RoFormerConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+        ...                      num_attention_heads=2, intermediate_size=32)
+        >>> model = backend.from_config("sequence_classification", cfg)
+        >>> out = backend.run(model, {"input_ids": np.array([[2, 7, 3]])})
+        >>> out["logits"].shape, out["logits"].dtype
+        ((1, 2), dtype('float32'))
+    """
+
+    name = ""
+    package = ""
+    extra = ""
+
+    @property
+    def module(self):
+        return importlib.import_module(self.package)
+
+    @property
+    def classes(self) -> dict:
+        """head name -> model class."""
+        return self.module.MODEL_CLASSES
+
+    def model_class(self, head: str):
+        get_head(head)
+        return self.classes[head]
+
+    # -- what a backend implements ------------------------------------------------------------------
+    def to_framework(self, name: str, array: np.ndarray, model) -> Any:
+        """A numpy input as the framework wants it (on the model's device)."""
+        return array
+
+    def to_numpy(self, value) -> np.ndarray:
+        """A framework array as numpy (bfloat16/float16 as float32)."""
+        return np.asarray(value)
+
+    def forward(self, model, inputs: dict, **options):
+        """The model's output object for framework inputs (inference: no dropout, no gradients)."""
+        return model(**inputs, **options)
+
+    def load(self, head: str, path: str | os.PathLike, dtype=None, **kwargs):
+        """``MODEL_CLASSES[head].from_pretrained(path, ...)`` (``dtype`` in the framework's terms)."""
+        return self.model_class(head).from_pretrained(path, dtype=dtype, **kwargs)
+
+    def from_config(self, head: str, config, seed: int = 0):
+        """A freshly initialised model of ``head``."""
+        return self.model_class(head).from_config(config)
+
+    # -- shared ---------------------------------------------------------------------------------------
+    def run(self, model, inputs: Mapping[str, Any], **options) -> dict[str, Any]:
+        """Run ``model`` on numpy ``inputs`` (lists are fine); every output field as numpy float32,
+        per-layer tuples as tuples (``past_key_values`` as nested tuples).
+
+        ``options`` go to the forward call (``output_hidden_states=True``, ``use_cache=True`` ...).
+        """
+        feed = {}
+        for k, v in inputs.items():
+            if v is None:
+                continue
+            if k == "past_key_values":
+                feed[k] = self.past_to_framework(v, model)
+                continue
+            if isinstance(v, (list, tuple)):
+                v = np.asarray(v)
+            feed[k] = self.to_framework(k, v, model) if isinstance(v, np.ndarray) else v
+        out = self.forward(model, feed, **options)
+        return {k: self._numpy_tree(v) for k, v in out.items()}
+
+    def _numpy_tree(self, value):
+        if isinstance(value, (tuple, list)):
+            return tuple(self._numpy_tree(v) for v in value)
+        array = np.asarray(self.to_numpy(value))
+        return array.astype(np.float32) if array.dtype.kind == "f" or array.dtype.name == "bfloat16" else array
+
+    def past_to_framework(self, past, model):
+        """A numpy cache (nested tuples) as the framework's cache."""
+        return tuple(tuple(self.to_framework("past_key_values", np.asarray(t), model) for t in layer)
+                     for layer in past)
+
+    def state_dict(self, model) -> dict[str, np.ndarray]:
+        """``{canonical name: numpy array}`` (see ``roformer_core.lifecycle.Lifecycle.state_dict``)."""
+        return self.module.adapter.LIFECYCLE.state_dict(model)
+
+    def save(self, model, directory: str | os.PathLike) -> None:
+        model.save_pretrained(directory)
+
+
+__all__ = ["Backend", "PACKAGES", "ALIASES", "backend_name", "get_backend", "available_backends"]
