@@ -292,26 +292,23 @@ def test_verify_all_backends_and_a_failing_one(checkpoints, tmp_path, capsys, mo
         assert backend in out
     assert "start_logits" in out and "end_logits" in out
 
-    class Drifting:  # a backend whose start logits are off by 1e-3
-        @classmethod
-        def from_pretrained(cls, path, dtype=None):
-            return cls()
+    from roformer_core import backends
+    from roformer_torch.adapter import TorchBackend
 
-        def __call__(self, **inputs):
-            from roformer_torch import MODEL_CLASSES
+    class Drifting(TorchBackend):  # a backend whose start logits are off by 1e-3
+        def forward(self, model, inputs, **options):
+            out = super().forward(model, inputs, **options)
+            out.start_logits = out.start_logits + 1e-3
+            return out
 
-            out = MODEL_CLASSES["question_answering"].from_pretrained(src)(
-                **{k: torch.as_tensor(v) for k, v in inputs.items()})
-            return {"start_logits": out.start_logits.detach().numpy() + 1e-3,
-                    "end_logits": out.end_logits.detach().numpy()}
-
-    module = type(sys)("drifting_backend")
-    module.MODEL_CLASSES = {"question_answering": Drifting}
-    monkeypatch.setitem(sys.modules, "drifting_backend", module)
-    monkeypatch.setattr(api, "BACKENDS", ("roformer_torch", "drifting_backend", "not_a_backend"))
+    module = type(sys)("drifting_backend.adapter")
+    module.BACKEND = Drifting()
+    monkeypatch.setitem(sys.modules, "drifting_backend.adapter", module)
+    monkeypatch.setitem(backends.PACKAGES, "drifting", ("drifting_backend", "x"))
+    monkeypatch.setattr(api, "BACKENDS", ("torch", "drifting", "not_a_backend"))
     code, out, _ = cli(capsys, "verify", src)
     assert code == 1
-    row = next(line for line in out.splitlines() if line.startswith("drifting_backend"))
+    row = next(line for line in out.splitlines() if line.startswith("drifting"))
     assert "FAIL" in row and "1.00e-03" in row
     assert "not installed" in next(line for line in out.splitlines() if line.startswith("not_a_backend"))
     code, _, _ = cli(capsys, "verify", src, "--atol", "1e-2")

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import shutil
 import tempfile
@@ -25,9 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from roformer_core.checkpoint import HEADS, STALE_WEIGHTS, canonical_spec, plan_load
+from roformer_core.checkpoint import HEADS, STALE_WEIGHTS, canonical_spec, plan_load, resolve_inside
+from roformer_core.backends import PACKAGES, get_backend
 from roformer_core.config import RoFormerConfig
-from roformer_core.errors import CheckpointError
+from roformer_core.errors import CheckpointError, InputError
 from roformer_core.io import atomic_dir
 from roformer_core.safetensors_io import FLOAT_TAGS, STORAGE, float32_to_bf16_bits, to_float32
 
@@ -204,14 +204,18 @@ def _convert(source: Source, dst: str, to: str, dtype, head: str, max_shard_size
                         for t in tensors), progress)
     feed = _Feed(bar)
     items = [(m, _LazyArray(t, DTYPES.get(dtype, t.tag), feed)) for m, t in zip(names, tensors)]
+    # copying follows links: one leaving the source folder would copy any file the user can read
+    # into the output, so it is refused before anything is written
+    carried = [resolve_inside(source.folder, name, "tokenizer file") for name in CARRIED_FILES
+               if os.path.lexists(os.path.join(source.folder, name))]
     try:
         with _destination(dst, to, force) as tmp:
             WRITERS[to](tmp, out_config, head, items, max_shard_size)
             feed.done()
             out_config.save(tmp)
-            for name in CARRIED_FILES:
-                if os.path.isfile(os.path.join(source.folder, name)):
-                    shutil.copyfile(os.path.join(source.folder, name), os.path.join(tmp, name))
+            for path in carried:
+                if os.path.isfile(path):
+                    shutil.copyfile(path, os.path.join(tmp, os.path.basename(path)))
     finally:
         if bar is not None:
             bar.close()
@@ -273,7 +277,7 @@ def inspect(src, src_format: str | None = None, config=None) -> Inspection:
 
 
 # -- verify -------------------------------------------------------------------------------------------
-BACKENDS = ("roformer_torch", "roformer_tf", "roformer_flax")
+BACKENDS = tuple(PACKAGES)
 
 
 def _first_line(error: Exception) -> str:
@@ -298,27 +302,12 @@ def verification_inputs(config: RoFormerConfig, head: str, batch: int = 2, seq: 
     return {"input_ids": ids.astype(np.int64), "attention_mask": mask, "token_type_ids": types}
 
 
-def _run_backend(package: str, head: str, path: str, inputs: dict) -> dict[str, np.ndarray]:
-    """Load ``path`` in ``package``'s class for ``head`` (float32) and return its array outputs."""
-    module = importlib.import_module(package)
-    cls = module.MODEL_CLASSES[head]
-    if package == "roformer_torch":
-        import torch
-
-        model = cls.from_pretrained(path, dtype=torch.float32)
-        with torch.no_grad():
-            out = model(**{k: torch.as_tensor(v) for k, v in inputs.items()})
-    else:
-        model = cls.from_pretrained(path, dtype="float32")
-        out = model(**inputs)
-    result = {}
-    for key, value in out.items():
-        if isinstance(value, (tuple, list)) or value is None:
-            continue  # caches and per-layer tuples: the head outputs are what is compared
-        if hasattr(value, "detach"):
-            value = value.detach().float().cpu().numpy()
-        result[key] = np.asarray(value, dtype=np.float32)
-    return result
+def _run_backend(name: str, head: str, path: str, inputs: dict) -> dict[str, np.ndarray]:
+    """Load ``path`` as ``head`` in backend ``name`` (float32) and return its head outputs as numpy."""
+    backend = get_backend(name)
+    out = backend.run(backend.load(head, path, "float32"), inputs)
+    # caches and per-layer tuples aside: the head outputs are what is compared
+    return {k: v for k, v in out.items() if not isinstance(v, tuple)}
 
 
 @dataclass
@@ -326,8 +315,8 @@ class Verification:
     """Per backend: ``status`` ("ok", "not installed", "failed: ...") and max abs diff per output.
 
     Example:
-        >>> v = Verification("model", "roformer_torch", {"roformer_torch": ("ok", {"last_hidden_state": 0.0}),
-        ...                  "roformer_tf": ("ok", {"last_hidden_state": 3e-5})}, atol=1e-5)
+        >>> v = Verification("model", "torch", {"torch": ("ok", {"last_hidden_state": 0.0}),
+        ...                  "tf": ("ok", {"last_hidden_state": 3e-5})}, atol=1e-5)
         >>> v.ok, "FAIL" in v.table()
         (False, True)
     """
@@ -366,7 +355,7 @@ def verify(path, atol: float = 1e-5, head: str | None = None, src_format: str | 
     """Load the checkpoint at ``path`` in every installed backend and compare the outputs.
 
     Backends (default :data:`BACKENDS`) are found by importing them and taking
-    ``MODEL_CLASSES[head]``; the first that runs (PyTorch when installed) is the reference.
+    ``roformer_core.backends.get_backend``; the first that runs (PyTorch when installed) is the reference.
     A checkpoint in another format is converted to a temporary canonical folder first.
 
     Example:
@@ -377,7 +366,7 @@ def verify(path, atol: float = 1e-5, head: str | None = None, src_format: str | 
         ...                      num_attention_heads=2, intermediate_size=16)
         >>> d = tempfile.mkdtemp()
         >>> save_checkpoint(d, cfg, {k: np.ones(s, np.float32) for k, s in canonical_spec(cfg).items()})
-        >>> verify(d, backends=("roformer_torch",)).rows["roformer_torch"][0]
+        >>> verify(d, backends=("torch",)).rows["torch"][0]
         'ok'
     """
     path = os.fspath(path)
@@ -399,8 +388,8 @@ def verify(path, atol: float = 1e-5, head: str | None = None, src_format: str | 
         outputs: dict[str, dict[str, np.ndarray]] = {}
         for package in BACKENDS if backends is None else backends:
             try:
-                importlib.import_module(package).MODEL_CLASSES
-            except (ImportError, AttributeError):
+                get_backend(package).classes
+            except InputError:  # its framework (or the backend itself) is not installed
                 rows[package] = ("not installed", {})
                 continue
             except Exception as e:  # installed but broken: a row of the table, not the end

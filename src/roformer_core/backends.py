@@ -12,8 +12,11 @@ numpy inputs to the framework's arrays and outputs back (:meth:`Backend.to_frame
 :meth:`Backend.to_numpy`, :meth:`Backend.forward`); then one line in :data:`PACKAGES`. The
 shared test battery (``tests/test_battery.py``) runs on it as soon as it is listed there.
 
+The backends are called ``torch``, ``keras`` (package ``roformer_tf``, Keras 3 on TensorFlow;
+``tf`` and ``tensorflow`` are aliases) and ``flax`` (``jax`` is an alias).
+
 Example:
-    >>> backend = get_backend("pytorch")          # aliases: pytorch, keras, tensorflow, jax
+    >>> backend = get_backend("pytorch")          # aliases: pytorch, tf, tensorflow, jax
     >>> backend.name, backend.package
     ('torch', 'roformer_torch')
 """
@@ -31,26 +34,27 @@ from roformer_core.errors import InputError
 from roformer_core.heads import get_head
 
 #: backend name -> (package, pip extra)
-PACKAGES = {"torch": ("roformer_torch", "torch"), "tf": ("roformer_tf", "tf"), "flax": ("roformer_flax", "flax")}
+PACKAGES = {"torch": ("roformer_torch", "torch"), "keras": ("roformer_tf", "keras"), "flax": ("roformer_flax", "flax")}
 #: other names people use for the same backends
-ALIASES = {"pytorch": "torch", "pt": "torch", "keras": "tf", "tensorflow": "tf", "jax": "flax"}
+ALIASES = {"pytorch": "torch", "pt": "torch", "tf": "keras", "tensorflow": "keras", "jax": "flax",
+           **{package: name for name, (package, _) in PACKAGES.items()}}
 
 
 def backend_name(name: str) -> str:
-    """The backend's one name (``torch``, ``tf``, ``flax``) for any of its names, or one clear error.
+    """The backend's one name (``torch``, ``keras``, ``flax``) for any of its names, or one clear error.
 
     Example:
-        >>> backend_name("keras")
-        'tf'
+        >>> backend_name("tensorflow")
+        'keras'
         >>> backend_name("mxnet")
         Traceback (most recent call last):
         ...
-        roformer_core.errors.InputError: unknown backend 'mxnet'; choose from torch, tf (or keras), flax (or jax)
+        roformer_core.errors.InputError: unknown backend 'mxnet'; choose from torch, keras (or tf), flax (or jax)
     """
     key = str(name).lower()
     key = ALIASES.get(key, key)
     if key not in PACKAGES:
-        raise InputError(f"unknown backend {name!r}; choose from torch, tf (or keras), flax (or jax)")
+        raise InputError(f"unknown backend {name!r}; choose from torch, keras (or tf), flax (or jax)")
     return key
 
 
@@ -73,7 +77,7 @@ def get_backend(name: str) -> "Backend":
 
 
 def available_backends() -> list[str]:
-    """The backends whose framework is installed, in the default order (torch, tf, flax).
+    """The backends whose framework is installed, in the default order (torch, keras, flax).
 
     Example:
         >>> "torch" in available_backends()
@@ -81,7 +85,7 @@ def available_backends() -> list[str]:
     """
     found = []
     for key, (package, _) in PACKAGES.items():
-        framework = {"torch": "torch", "tf": "tensorflow", "flax": "flax"}[key]
+        framework = {"torch": "torch", "keras": "tensorflow", "flax": "flax"}[key]
         if importlib.util.find_spec(framework) is not None:
             found.append(key)
     return found
@@ -165,6 +169,22 @@ class Backend:
             return tuple(self._numpy_tree(v) for v in value)
         array = np.asarray(self.to_numpy(value))
         return array.astype(np.float32) if array.dtype.kind == "f" or array.dtype.name == "bfloat16" else array
+
+    def predictor(self, model, field: str = "logits"):
+        """A function ``(numpy inputs) -> numpy output field``, compiled where the framework can
+        (``tf.function``, ``jax.jit``; traced once per input shape), for serving many batches.
+        ``prediction_mask`` (masked LM) has a data-dependent shape: give it, and that call runs eagerly.
+
+        Example:
+            >>> from roformer_core import RoFormerConfig
+            >>> backend = get_backend("torch")
+            >>> cfg = RoFormerConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+            ...                      num_attention_heads=2, intermediate_size=32)
+            >>> predict = backend.predictor(backend.from_config("masked_lm", cfg))
+            >>> predict({"input_ids": np.array([[2, 4, 3]])}).shape
+            (1, 3, 50)
+        """
+        return lambda inputs: self.run(model, inputs)[field]
 
     def past_to_framework(self, past, model):
         """A numpy cache (nested tuples) as the framework's cache."""

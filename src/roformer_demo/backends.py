@@ -1,8 +1,10 @@
 """One checkpoint, three backends: load a saved folder in PyTorch, Keras or Flax and get logits.
 
-Every runner takes the same numpy batches (``input_ids``, ``attention_mask``) and returns
-numpy float32 logits, so predictions and parity checks are backend-blind. Backends are
-imported only when asked for: ``predict --backend torch`` never loads TensorFlow.
+A thin layer over ``roformer_core.backends`` (the adapter the tests and ``roformer-convert
+verify`` use too): every runner takes the same numpy batches (``input_ids``,
+``attention_mask``) and returns numpy float32 logits, so predictions and parity checks are
+backend-blind. Backends are imported only when asked for: ``predict --backend torch`` never
+loads TensorFlow.
 
 Example:
     >>> runner = load_runner("torch", "runs/demo/classifier", "sequence_classification")  # doctest: +SKIP
@@ -16,25 +18,26 @@ import os
 
 import numpy as np
 
-from roformer_core.checkpoint import HEADS, Checkpoint, head_spec
+from roformer_core.backends import PACKAGES, backend_name, get_backend
+from roformer_core.checkpoint import Checkpoint, head_spec
 from roformer_core.errors import CheckpointError, InputError
+from roformer_core.heads import get_head
 
-BACKENDS = ("torch", "keras", "flax")
-EXTRAS = {"torch": "torch", "keras": "tf", "flax": "flax"}
+BACKENDS = tuple(PACKAGES)
 
 
 def check_backend(name: str) -> str:
-    """``name`` if it is a backend, else one clear :class:`InputError`.
+    """The backend's name (``keras`` for ``tf`` too), else one clear :class:`InputError`.
 
     Example:
-        >>> check_backend("jax")
+        >>> check_backend("tf")
+        'keras'
+        >>> check_backend("mxnet")
         Traceback (most recent call last):
         ...
-        roformer_core.errors.InputError: unknown backend 'jax'; choose from torch, keras, flax
+        roformer_core.errors.InputError: unknown backend 'mxnet'; choose from torch, keras (or tf), flax (or jax)
     """
-    if name not in BACKENDS:
-        raise InputError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
-    return name
+    return backend_name(name)
 
 
 def check_checkpoint(folder: str, head: str | None = None) -> str:
@@ -72,104 +75,28 @@ def check_checkpoint(folder: str, head: str | None = None) -> str:
 class Runner:
     """A loaded model of one backend: ``logits(batch, prediction_mask=None) -> np.ndarray``.
 
+    The forward pass is compiled where the framework can (``Backend.predictor``).
+
     Example:
-        >>> runner = TorchRunner("runs/demo/classifier", "sequence_classification")  # doctest: +SKIP
+        >>> runner = Runner("keras", "runs/demo/classifier", "sequence_classification")  # doctest: +SKIP
         >>> runner.logits({"input_ids": ids, "attention_mask": mask}).argmax(-1)  # doctest: +SKIP
         array([1, 0])
     """
 
-    backend: str = ""
-
-    def __init__(self, folder: str, head: str):
-        if head not in HEADS:
-            raise InputError(f"unknown head {head!r}")
-        self.folder, self.head = folder, head
-        self.model = self._load()
+    def __init__(self, backend: str, folder: str, head: str):
+        get_head(head)
+        self.backend, self.folder, self.head = check_backend(backend), folder, head
+        self.adapter = get_backend(self.backend)
+        self.model = self.adapter.load(head, folder, "float32")
         self.config = self.model.config
-
-    def _load(self):
-        raise NotImplementedError
+        self._predict = self.adapter.predictor(self.model, "logits")
 
     def logits(self, batch: dict[str, np.ndarray], prediction_mask: np.ndarray | None = None) -> np.ndarray:
         """Logits for ``batch``; with ``prediction_mask`` (masked LM) only at its True positions."""
-        raise NotImplementedError
-
-
-class TorchRunner(Runner):
-    """PyTorch, float32, eval mode, no autograd (example: see :class:`Runner`)."""
-
-    backend = "torch"
-
-    def _load(self):
-        import torch
-
-        import roformer_torch
-
-        return roformer_torch.MODEL_CLASSES[self.head].from_pretrained(self.folder, dtype=torch.float32).eval()
-
-    def logits(self, batch, prediction_mask=None):
-        import torch
-
-        kwargs = {k: torch.as_tensor(batch[k], dtype=torch.long) for k in ("input_ids", "attention_mask")}
+        inputs = {k: np.asarray(batch[k], dtype=np.int64) for k in ("input_ids", "attention_mask")}
         if prediction_mask is not None:
-            kwargs["prediction_mask"] = torch.as_tensor(prediction_mask)
-        with torch.no_grad():
-            return self.model(**kwargs).logits.float().numpy()
-
-
-class KerasRunner(Runner):
-    """Keras 3 on TensorFlow; the forward pass is a ``tf.function`` (traced once per shape family).
-
-    Example: see :class:`Runner`.
-    """
-
-    backend = "keras"
-
-    def _load(self):
-        import tensorflow as tf
-
-        import roformer_tf
-
-        model = roformer_tf.MODEL_CLASSES[self.head].from_pretrained(self.folder, dtype="float32")
-        self._forward = tf.function(lambda ids, mask: model(input_ids=ids, attention_mask=mask, training=False).logits,
-                                    reduce_retracing=True)
-        return model
-
-    def logits(self, batch, prediction_mask=None):
-        if prediction_mask is not None:  # a data-dependent shape: run eagerly
-            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             prediction_mask=prediction_mask, training=False)
-            return np.array(out.logits, dtype=np.float32)
-        return np.array(self._forward(batch["input_ids"], batch["attention_mask"]), dtype=np.float32)
-
-
-class FlaxRunner(Runner):
-    """Flax; the forward pass is ``jax.jit``-ed with the params as an argument (they can be swapped).
-
-    Example: see :class:`Runner`.
-    """
-
-    backend = "flax"
-
-    def _load(self):
-        import jax
-
-        import roformer_flax
-
-        model = roformer_flax.MODEL_CLASSES[self.head].from_pretrained(self.folder)
-        self._forward = jax.jit(lambda params, ids, mask: model(ids, attention_mask=mask, params=params).logits)
-        self.params = model.params
-        return model
-
-    def logits(self, batch, prediction_mask=None):
-        if prediction_mask is not None:  # the masked positions are found on the concrete mask: eager
-            out = self.model(batch["input_ids"], attention_mask=batch["attention_mask"], params=self.params,
-                             prediction_mask=prediction_mask)
-            return np.array(out.logits, dtype=np.float32)
-        return np.array(self._forward(self.params, batch["input_ids"], batch["attention_mask"]), dtype=np.float32)
-
-
-RUNNERS = {"torch": TorchRunner, "keras": KerasRunner, "flax": FlaxRunner}
+            inputs["prediction_mask"] = np.asarray(prediction_mask, dtype=bool)
+        return np.asarray(self._predict(inputs), dtype=np.float32)
 
 
 def load_runner(backend: str, folder: str, head: str) -> Runner:
@@ -179,10 +106,6 @@ def load_runner(backend: str, folder: str, head: str) -> Runner:
         >>> load_runner("flax", "runs/demo/mlm", "masked_lm").backend  # doctest: +SKIP
         'flax'
     """
-    check_backend(backend)
+    backend = check_backend(backend)
     check_checkpoint(folder, head)
-    try:
-        return RUNNERS[backend](folder, head)
-    except ModuleNotFoundError as e:
-        raise InputError(f"the {backend} backend needs {e.name}, which is not installed: "
-                         f'pip install -e ".[{EXTRAS[backend]}]"') from None
+    return Runner(backend, folder, head)

@@ -125,5 +125,17 @@ class FlaxBackend(Backend):
     def from_config(self, head, config, seed=0):
         return self.model_class(head).from_config(config, seed=seed)
 
+    def predictor(self, model, field="logits"):
+        # params are an argument, not a constant baked into the compiled function
+        forward = jax.jit(lambda params, inputs: getattr(model(**inputs, params=params), field))
+
+        def predict(inputs):
+            if inputs.get("prediction_mask") is not None:  # the masked positions are found on the concrete mask
+                return self.run(model, inputs)[field]
+            return self.to_numpy(forward(model.params, {k: jnp.asarray(v) for k, v in inputs.items()
+                                                        if v is not None}))
+
+        return predict
+
 
 BACKEND = FlaxBackend()

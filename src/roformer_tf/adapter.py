@@ -35,7 +35,7 @@ class KerasLifecycle(Lifecycle):
         (10, 8)
     """
 
-    name = "tf"
+    name = "keras"
     native_file = "tf_model.h5"
     dtypes = {"F16": "float16", "BF16": "bfloat16"}
 
@@ -59,7 +59,7 @@ LIFECYCLE = KerasLifecycle()
 class KerasBackend(Backend):
     """Keras from numpy (example: see the module docstring)."""
 
-    name, package, extra = "tf", "roformer_tf", "tf"
+    name, package, extra = "keras", "roformer_tf", "keras"
 
     def to_numpy(self, value):
         array = np.asarray(value)
@@ -70,6 +70,20 @@ class KerasBackend(Backend):
 
     def load(self, head, path, dtype="float32", **kwargs):
         return self.model_class(head).from_pretrained(path, dtype=dtype, **kwargs)
+
+    def predictor(self, model, field="logits"):
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True)
+        def forward(inputs):
+            return getattr(model(**inputs, training=False), field)
+
+        def predict(inputs):
+            if inputs.get("prediction_mask") is not None:  # a data-dependent shape: eager
+                return self.run(model, inputs)[field]
+            return self.to_numpy(forward({k: tf.constant(v) for k, v in inputs.items() if v is not None}))
+
+        return predict
 
     def from_config(self, head, config, seed=0):
         import keras
