@@ -229,7 +229,7 @@ def test_unknown_backend(capsys, tmp_path):
     _fails(capsys, ["predict", "好", "--backend", "mxnet"], "unknown backend 'mxnet'", "torch, keras (or tf), flax")
     _fails(capsys, ["fill-mask", "今天[MASK]气很好", "--backend", "caffe"], "unknown backend 'caffe'")
     # the backends' other names are the same backends: these get as far as the checkpoint
-    _fails(capsys, ["eval", "--backend", "tensorflow", "--checkpoint", str(tmp_path)], "no config.json")
+    _fails(capsys, ["predict", "好", "--backend", "tensorflow", "--checkpoint", str(tmp_path)], "no config.json")
     _fails(capsys, ["predict", "好", "--backend", "jax", "--checkpoint", str(tmp_path)], "no config.json")
 
 
