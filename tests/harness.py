@@ -145,3 +145,59 @@ def assert_outputs_close(got: dict, want: dict, atol: float = 1e-5, keys=None) -
         if not diff <= atol:
             errors.append(f"{k}: max abs diff {diff:.3g} > {atol}")
     assert not errors, "; ".join(errors)
+
+
+# -- the reference (transformers 5.x, PyTorch; test-only) -------------------------------------------
+REF_CLASSES = {head: cls for head, cls in HEADS.items()}
+
+
+def reference_model(head: str, config: RoFormerConfig, seed: int = 0):
+    """A random reference (transformers) model of ``head``; biases and LayerNorms randomised too,
+    so a mapping error cannot hide behind zeros and ones."""
+    import torch
+    import transformers  # the oracle: a test-only dependency, never imported by the package
+
+    torch.manual_seed(seed)
+    ref = getattr(transformers, REF_CLASSES[head])(transformers.RoFormerConfig(**config.to_dict())).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    return ref
+
+
+def cross_inputs(config: RoFormerConfig, head: str, batch: int = 2, length: int = 5) -> dict:
+    """numpy encoder states (with padding) for the decoder-with-cross-attention variant, for the
+    heads that take them; {} otherwise."""
+    if not (config.is_decoder and config.add_cross_attention) or head not in ("model", "causal_lm"):
+        return {}
+    rng = np.random.default_rng(5)
+    mask = np.ones((batch, length), np.int64)
+    mask[0, 3:] = 0
+    return {"encoder_hidden_states": rng.normal(size=(batch, length, config.hidden_size)).astype(np.float32),
+            "encoder_attention_mask": mask}
+
+
+def reference_outputs(ref, inputs: dict, **options) -> dict:
+    """The reference's outputs on numpy inputs, flattened like :func:`flatten`."""
+    import torch
+
+    with torch.no_grad():
+        out = ref(**{k: torch.as_tensor(v) for k, v in inputs.items()}, **options, return_dict=True)
+    return to_numpy_dict(out)
+
+
+def flatten(out: dict) -> dict:
+    """``{field or field.i or field.i.j: array}`` of a backend adapter's numpy outputs."""
+    result = {}
+    for key, value in out.items():
+        if isinstance(value, tuple):
+            for i, v in enumerate(value):
+                if isinstance(v, tuple):
+                    for j, w in enumerate(v):
+                        result[f"{key}.{i}.{j}"] = np.asarray(w)
+                else:
+                    result[f"{key}.{i}"] = np.asarray(v)
+        else:
+            result[key] = np.asarray(value)
+    return result

@@ -106,8 +106,28 @@ def test_variables_equal_canonical_spec(head, variant):
     shapes = {name: tuple(v.shape)[::-1] if transpose else tuple(v.shape) for name, v, transpose in named}
     assert shapes == canonical_spec(config, head)
     assert len(named) == len(shapes), "two variables map to one name"
-    # the walk reaches every Keras weight, and nothing else
+    # every Keras weight, and nothing else, in the order of torch's named_parameters
     assert {id(v) for _, v, _ in named} == {id(w) for w in model.weights}
+    import roformer_torch
+
+    assert [n for n, _, _ in named] == [n for n, _ in roformer_torch.MODEL_CLASSES[head](config).named_parameters()]
+
+
+def test_variable_paths_are_the_keras_layer_names():
+    """Names come from ``name=`` (as in the reference TF classes), not from Python attributes: the
+    attention's output block is ``output_block`` in Python (Keras owns ``Layer.output``), ``output`` in Keras."""
+    config = config_for("masked_lm")
+    model = MODEL_CLASSES["masked_lm"](config, name="mlm")
+    paths = [w.path for w in model.weights]
+    assert "mlm/roformer/encoder/layer_0/attention/output/dense/kernel" in paths
+    assert "mlm/roformer/encoder/layer_1/output/LayerNorm/gamma" in paths
+    assert "mlm/cls/predictions/bias" in paths and all(p.startswith("mlm/") for p in paths)
+    assert model.roformer.encoder.layer[0].attention.output_block.name == "output"
+    # the model's own name is dropped wherever it sits: an auto-numbered name inside an outer scope
+    with keras.name_scope("outer"):
+        inner = MODEL_CLASSES["masked_lm"](config)
+    assert inner.weights[0].path.startswith("outer/ro_former_for_masked_lm")
+    assert [n for n, _, _ in inner.named_variables()] == [n for n, _, _ in model.named_variables()]
 
 
 def test_rotary_table_is_a_constant_and_exact():

@@ -294,6 +294,43 @@ def test_keras_weights_and_model_files_reload(checkpoint, tmp_path):
     assert type(MODEL_CLASSES[head].from_config(model.get_config())) is MODEL_CLASSES[head]
 
 
+def test_keras_weights_files_of_the_earlier_layout_still_load(tmp_path):
+    """Files written before the output blocks were ``output_block`` keep them under ``_output_for_saving``."""
+    import h5py
+
+    head = "causal_lm"
+    config = config_for(head, "decoder_cross")
+    keras.utils.set_random_seed(3)
+    model = MODEL_CLASSES[head](config)
+    path = tmp_path / "old.weights.h5"
+    model.save_weights(path)
+    with h5py.File(path, "r+") as f:
+        groups = []
+        f.visit(lambda name: groups.append(name) if name.endswith("/output_block") else None)
+        assert len(groups) == 3 * config.num_hidden_layers  # attention, crossattention and the layer's own
+        for name in groups:
+            f.move(name, name[:-len("output_block")] + "_output_for_saving")
+    fresh = MODEL_CLASSES[head](config)
+    fresh.load_weights(path)
+    for (name, want, _), (_, got, _) in zip(model.named_variables(), fresh.named_variables()):
+        np.testing.assert_array_equal(got.numpy(), want.numpy(), err_msg=name)
+    with pytest.raises(ValueError, match="could not be loaded"):  # a file of another shape still fails
+        MODEL_CLASSES[head](config.replace(intermediate_size=48)).load_weights(path)
+
+
+def test_from_roformer_config_and_from_config():
+    """``from_roformer_config`` builds from a RoFormerConfig; ``from_config`` is Keras' hook for
+    ``get_config`` dicts and still takes a RoFormerConfig, as earlier code calls it."""
+    config = config_for("sequence_classification")
+    cls = MODEL_CLASSES["sequence_classification"]
+    built = cls.from_roformer_config(config, dtype="bfloat16")
+    assert type(built) is cls and built.config == config and built.weights[0].dtype == "bfloat16"
+    assert cls.from_config(config, dtype="bfloat16").weights[0].dtype == "bfloat16"
+    assert cls.from_config(config.to_dict()).config == config
+    again = cls.from_config(cls(config, name="classifier", trainable=False).get_config())
+    assert (again.name, again.trainable, again.config) == ("classifier", False, config)
+
+
 SERVE = """
     import importlib, json, sys
     for name in ("roformer_core", "roformer_tf", "roformer_torch", "roformer_flax"):

@@ -144,7 +144,7 @@ class ConversionResult:
 
 def convert(src, dst, *, to: str = "canonical", src_format: str | None = None, dtype: str | None = None,
             head: str = "keep", max_shard_size: int | str | None = None, config=None, force: bool = False,
-            progress: bool = False) -> ConversionResult:
+            progress: bool = False, pooler_activation: str | None = None) -> ConversionResult:
     """Convert the checkpoint at ``src`` (any format) into a ``to`` checkpoint folder ``dst``.
 
     Tensors go through at most a transpose and a dtype cast (``dtype``: float32, bfloat16,
@@ -152,6 +152,8 @@ def convert(src, dst, *, to: str = "canonical", src_format: str | None = None, d
     model) or a head name; ``max_shard_size`` (bytes or "500MB") shards canonical output;
     ``config`` (object or json path) replaces the config found beside the weights. Nothing
     is left at ``dst`` if anything fails; an existing non-empty ``dst`` needs ``force``.
+    ``pooler_activation`` sets the config field of that name, which no original file holds
+    (RoFormer-Sim's TF1 checkpoint: ``"linear"``).
 
     Example:
         >>> import tempfile, os
@@ -176,6 +178,8 @@ def convert(src, dst, *, to: str = "canonical", src_format: str | None = None, d
     src, dst = os.fspath(src), os.fspath(dst)
     source = open_source(src, src_format, config)
     try:
+        if pooler_activation is not None:
+            source.config = source.config.replace(pooler_activation=pooler_activation)
         return _convert(source, dst, to, dtype, head, max_shard_size, force, progress)
     finally:
         source.close()

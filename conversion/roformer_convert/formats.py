@@ -80,7 +80,7 @@ def _read_keras(path: str, config: RoFormerConfig):
     fits.sort(key=lambda h: (HEADS[h] not in arch, h == unlikely))
     errors = []
     for head in fits:
-        model = classes[head].from_config(config, dtype=dtype)
+        model = classes[head].from_roformer_config(config, dtype=dtype)
         try:
             model.load_weights(path)
             break

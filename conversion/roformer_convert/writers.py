@@ -189,7 +189,7 @@ def _write_keras(folder: str, config: RoFormerConfig, head: str, items: list, ma
     tags = {lazy.tag for _, lazy in items}
     if len(tags) > 1:
         raise ConvertError(f"a Keras model has one dtype; the tensors have {', '.join(sorted(tags))} (use --dtype)")
-    model = classes[head].from_config(config, dtype=KERAS_DTYPES[tags.pop()])
+    model = classes[head].from_roformer_config(config, dtype=KERAS_DTYPES[tags.pop()])
     arrays = dict(items)
     variables = list(model.named_variables())
     missing = [name for name, _, _ in variables if name not in arrays]

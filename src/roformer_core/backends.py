@@ -76,6 +76,38 @@ def get_backend(name: str) -> "Backend":
                          f"pip install 'roformer-tri[{extra}]'") from None
 
 
+def device_name(device) -> str | None:
+    """One spelling for a device: None (leave it), ``"cpu"``, ``"cuda:N"`` or ``"tpu:N"``.
+
+    Takes what users write: an index (``0`` is the first GPU, ``-1`` the CPU, as the reference's
+    pipelines take it), ``"cuda"``, ``"gpu:1"``, ``"/GPU:0"``, or a torch/jax device object.
+
+    Example:
+        >>> device_name(0), device_name(-1), device_name("gpu"), device_name("/GPU:1"), device_name(None)
+        ('cuda:0', 'cpu', 'cuda:0', 'cuda:1', None)
+        >>> device_name("abacus")
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.InputError: unknown device 'abacus'; use cpu, cuda, cuda:N (or gpu:N), tpu:N or an index
+    """
+    if device is None:
+        return None
+    if isinstance(device, bool):
+        raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N (or gpu:N), tpu:N or an index")
+    if isinstance(device, int):
+        return "cpu" if device < 0 else f"cuda:{device}"
+    platform, index = getattr(device, "platform", None), getattr(device, "id", None)  # a jax device
+    if platform is not None and index is not None:
+        text = f"{platform}:{index}"
+    else:
+        text = str(device)  # a torch.device prints as "cuda:0"
+    kind, _, number = text.strip().lstrip("/").lower().partition(":")
+    kind = {"gpu": "cuda"}.get(kind, kind)
+    if kind not in ("cpu", "cuda", "tpu") or (number and not number.isdigit()):
+        raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N (or gpu:N), tpu:N or an index")
+    return "cpu" if kind == "cpu" else f"{kind}:{int(number or 0)}"
+
+
 def available_backends() -> list[str]:
     """The backends whose framework is installed, in the default order (torch, keras, flax).
 
@@ -144,6 +176,27 @@ class Backend:
         """A freshly initialised model of ``head``."""
         return self.model_class(head).from_config(config)
 
+    def place(self, model, device):
+        """``model`` on ``device`` (any spelling :func:`device_name` takes; None leaves it); returns the model.
+
+        A backend that can run elsewhere than the CPU overrides this.
+        """
+        name = device_name(device)
+        if name not in (None, "cpu"):
+            raise InputError(f"the {self.name} backend cannot run on {name} here")
+        return model
+
+    def infer(self, model, inputs: Mapping[str, np.ndarray], fields: tuple[str, ...] = ("logits",)) -> dict:
+        """Inference for serving (the pipelines): numpy ``inputs`` -> ``{field: float32 numpy}``.
+
+        Like :meth:`run`, but as fast as the framework allows: a backend may compile the forward
+        pass (and pad shapes to a few sizes to compile it only a few times), so a compiled
+        backend need not check id values; the caller checks them first. ``prediction_mask``
+        (masked LM) gives ``logits`` only where it is True, ``[count, vocab]`` in row-major order.
+        """
+        out = self.run(model, inputs)
+        return {k: out[k] for k in fields}
+
     # -- shared ---------------------------------------------------------------------------------------
     def run(self, model, inputs: Mapping[str, Any], **options) -> dict[str, Any]:
         """Run ``model`` on numpy ``inputs`` (lists are fine); every output field as numpy float32,
@@ -186,6 +239,44 @@ class Backend:
         """
         return lambda inputs: self.run(model, inputs)[field]
 
+    def step(self, model, inputs: Mapping[str, Any], past=None, **options) -> tuple[dict[str, Any], Any]:
+        """One decoding step: ``(numpy outputs, the framework's cache)``; pass the cache back as ``past``.
+
+        The cache stays in the framework's arrays between steps (no copy through numpy).
+
+        Example:
+            >>> from roformer_core import RoFormerConfig
+            >>> backend = get_backend("torch")
+            >>> cfg = RoFormerConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+            ...                      intermediate_size=32, is_decoder=True)
+            >>> model = backend.from_config("causal_lm", cfg)
+            >>> out, past = backend.step(model, {"input_ids": np.array([[2, 7]])})
+            >>> out, past = backend.step(model, {"input_ids": np.array([[9]])}, past)
+            >>> out["logits"].shape
+            (1, 1, 50)
+        """
+        feed = {k: self.to_framework(k, np.asarray(v), model) for k, v in inputs.items() if v is not None}
+        if past is not None:
+            feed["past_key_values"] = past
+        out = self.forward(model, feed, use_cache=True, **options)
+        return {k: self._numpy_tree(v) for k, v in out.items() if k != "past_key_values"}, out.past_key_values
+
+    def generate(self, model, input_ids, attention_mask=None, **options) -> np.ndarray:
+        """``model.generate`` (causal LM, the key/value cache) on numpy ids; numpy ids back.
+
+        Example:
+            >>> from roformer_core import RoFormerConfig
+            >>> backend = get_backend("torch")
+            >>> cfg = RoFormerConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+            ...                      intermediate_size=32, is_decoder=True)
+            >>> backend.generate(backend.from_config("causal_lm", cfg), np.array([[2, 7]]), max_new_tokens=3).shape
+            (1, 5)
+        """
+        ids = self.to_framework("input_ids", np.asarray(input_ids), model)
+        mask = None if attention_mask is None else self.to_framework("attention_mask", np.asarray(attention_mask),
+                                                                      model)
+        return np.asarray(self.to_numpy(model.generate(ids, mask, **options)))
+
     def past_to_framework(self, past, model):
         """A numpy cache (nested tuples) as the framework's cache."""
         return tuple(tuple(self.to_framework("past_key_values", np.asarray(t), model) for t in layer)
@@ -199,4 +290,4 @@ class Backend:
         model.save_pretrained(directory)
 
 
-__all__ = ["Backend", "PACKAGES", "ALIASES", "backend_name", "get_backend", "available_backends"]
+__all__ = ["Backend", "PACKAGES", "ALIASES", "backend_name", "get_backend", "available_backends", "device_name"]

@@ -44,35 +44,52 @@ _TIED_DECODER = "cls.predictions.decoder.weight"
 
 
 def base_spec(config: RoFormerConfig) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the bare model (no ``roformer.`` prefix), in reference order."""
+    """Names and shapes of the bare model (no ``roformer.`` prefix), in reference order.
+
+    ``norm_type="rms_norm"`` (RoFormer-V2) has no norm parameters, ``use_bias=False`` no bias in
+    the encoder's Linears (``embeddings_project`` and the pooler keep theirs, as in the port),
+    and ``add_pooling_layer`` adds ``pooler.dense``.
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+        ...                      intermediate_size=16, norm_type="rms_norm", use_bias=False, add_pooling_layer=True)
+        >>> list(base_spec(cfg))[:3], list(base_spec(cfg))[-2:]
+        (['embeddings.word_embeddings.weight', 'embeddings.token_type_embeddings.weight', 'encoder.layer.0.attention.self.query.weight'], ['pooler.dense.weight', 'pooler.dense.bias'])
+    """
     c = config
     V, E, H, I, T = c.vocab_size, c.embedding_size, c.hidden_size, c.intermediate_size, c.type_vocab_size
+    norm = c.norm_type == "layer_norm"
     spec: dict[str, tuple[int, ...]] = {
         "embeddings.word_embeddings.weight": (V, E),
         "embeddings.token_type_embeddings.weight": (T, E),
-        "embeddings.LayerNorm.weight": (E,),
-        "embeddings.LayerNorm.bias": (E,),
     }
+
+    def linear(name: str, out: int, inp: int, bias: bool = c.use_bias) -> None:
+        spec[name + ".weight"] = (out, inp)
+        if bias:
+            spec[name + ".bias"] = (out,)
+
+    def layer_norm(name: str, size: int) -> None:
+        if norm:
+            spec[name + ".weight"] = (size,)
+            spec[name + ".bias"] = (size,)
+
+    layer_norm("embeddings.LayerNorm", E)
     if E != H:
-        spec["embeddings_project.weight"] = (H, E)
-        spec["embeddings_project.bias"] = (H,)
+        linear("embeddings_project", H, E, bias=True)
     blocks = ["attention"] + (["crossattention"] if c.is_decoder and c.add_cross_attention else [])
     for i in range(c.num_hidden_layers):
         p = f"encoder.layer.{i}."
         for blk in blocks:
             for proj in ("query", "key", "value"):
-                spec[f"{p}{blk}.self.{proj}.weight"] = (H, H)
-                spec[f"{p}{blk}.self.{proj}.bias"] = (H,)
-            spec[f"{p}{blk}.output.dense.weight"] = (H, H)
-            spec[f"{p}{blk}.output.dense.bias"] = (H,)
-            spec[f"{p}{blk}.output.LayerNorm.weight"] = (H,)
-            spec[f"{p}{blk}.output.LayerNorm.bias"] = (H,)
-        spec[f"{p}intermediate.dense.weight"] = (I, H)
-        spec[f"{p}intermediate.dense.bias"] = (I,)
-        spec[f"{p}output.dense.weight"] = (H, I)
-        spec[f"{p}output.dense.bias"] = (H,)
-        spec[f"{p}output.LayerNorm.weight"] = (H,)
-        spec[f"{p}output.LayerNorm.bias"] = (H,)
+                linear(f"{p}{blk}.self.{proj}", H, H)
+            linear(f"{p}{blk}.output.dense", H, H)
+            layer_norm(f"{p}{blk}.output.LayerNorm", H)
+        linear(f"{p}intermediate.dense", I, H)
+        linear(f"{p}output.dense", H, I)
+        layer_norm(f"{p}output.LayerNorm", H)
+    if c.add_pooling_layer:
+        linear("pooler.dense", H, H, bias=True)
     return spec
 
 
@@ -172,15 +189,18 @@ class Checkpoint:
     @staticmethod
     def _weight_files(path: str) -> list[str]:
         if os.path.isfile(path):
+            folder = os.path.dirname(os.path.abspath(path))
+            _config_inside(folder)
             if path.endswith(".json"):
                 return _shards_from_index(path)
-            return [path]
+            return [path]  # the file named itself is taken as asked; only what it leads to is checked
+        _config_inside(path)
         single = os.path.join(path, WEIGHTS_NAME)
         index = os.path.join(path, WEIGHTS_INDEX_NAME)
-        if os.path.isfile(single):
-            return [single]
-        if os.path.isfile(index):
-            return _shards_from_index(index)
+        if os.path.lexists(single):
+            return [resolve_inside(path, WEIGHTS_NAME)]
+        if os.path.lexists(index):
+            return _shards_from_index(resolve_inside(path, WEIGHTS_INDEX_NAME))
         present = sorted(os.listdir(path))
         other = [f for f in present if f in ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
                  or f.endswith((".ckpt.index", ".weights.h5"))]
@@ -201,18 +221,92 @@ class Checkpoint:
         return self._where[name].get(name)
 
 
+def _shown(name, limit: int = 80) -> str:
+    text = repr(name)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _hub_blobs(folder: str) -> str | None:
+    """``<repo>/blobs`` when ``folder`` is a Hugging Face cache snapshot (``<repo>/snapshots/<commit>``),
+    whose files are links into it; else None."""
+    parent = os.path.dirname(folder)
+    if os.path.basename(parent) != "snapshots":
+        return None
+    blobs = os.path.join(os.path.dirname(parent), "blobs")
+    return os.path.realpath(blobs) if os.path.isdir(blobs) else None
+
+
+def resolve_inside(folder: str | os.PathLike, name, what: str = "file") -> str:
+    """``folder/name``, provided it lies inside ``folder`` once every link is followed; else one
+    :class:`CheckpointError` that names ``name`` and shows nothing of what it points to.
+
+    A checkpoint names files of its own (shards in an index, ``config.json``, tokenizer files);
+    a crafted one could name ``../../etc/shadow``, an absolute path, or carry a link to one.
+    The one place links may lead is the ``blobs`` folder of a Hugging Face cache snapshot.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> resolve_inside(d, "model.safetensors") == os.path.join(d, "model.safetensors")
+        True
+        >>> resolve_inside(d, "../x.safetensors", "shard")
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.CheckpointError: the shard '../x.safetensors' is outside the checkpoint folder ...
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise CheckpointError(f"the {what} {_shown(name)} named in {folder} is not a file name")
+    refuse = (f"the {what} {_shown(name)} is outside the checkpoint folder {folder}; refusing it "
+              "(a checkpoint may only refer to files inside its own folder)")
+    parts = re.split(r"[\\/]", name)
+    if os.path.isabs(name) or name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name) or ".." in parts:
+        raise CheckpointError(refuse)
+    path = os.path.join(folder, *[p for p in parts if p])
+    real = os.path.realpath(path)
+    roots = [os.path.realpath(folder)] + [b for b in [_hub_blobs(folder)] if b]
+    if not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
+        raise CheckpointError(f"the {what} {_shown(name)} in {folder} is a link to a file outside the folder; "
+                              "refusing it (copy the file into the folder instead)")
+    return path
+
+
+def _config_inside(folder: str) -> None:
+    # config.json is read beside the weights (Checkpoint.__init__): the same rule as the weights
+    if os.path.lexists(os.path.join(folder, "config.json")):
+        resolve_inside(folder, "config.json", "config")
+
+
 def _shards_from_index(index_path: str) -> list[str]:
     try:
         with open(index_path, encoding="utf-8") as fh:
-            weight_map = json.load(fh)["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{index_path} is not a valid safetensors index: {e}") from None
+            index = json.load(fh)
+    except OSError as e:
+        raise CheckpointError(f"cannot read the safetensors index {index_path}: {e.strerror or e}") from None
+    except (ValueError, RecursionError) as e:  # RecursionError: JSON nested deeper than the parser's stack
+        reason = "its JSON nests too deeply" if isinstance(e, RecursionError) else f"not valid JSON ({e})"
+        raise CheckpointError(f"{index_path} is not a valid safetensors index: {reason}") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        got = "no weight_map" if weight_map is None else f"a weight_map that is {_kind(weight_map)}"
+        raise CheckpointError(f"{index_path} is not a valid safetensors index: it has {got}, where a mapping "
+                              "of tensor names to shard file names is expected")
+    for name, file in weight_map.items():
+        if not isinstance(file, str):
+            raise CheckpointError(f"{index_path} is not a valid safetensors index: its weight_map gives "
+                                  f"{_shown(name)} {_kind(file)}, not a shard file name")
     folder = os.path.dirname(os.path.abspath(index_path))
-    files = sorted(set(weight_map.values()))
-    missing = [f for f in files if not os.path.isfile(os.path.join(folder, f))]
+    files = [resolve_inside(folder, f, "shard") for f in sorted(set(weight_map.values()))]
+    missing = [os.path.relpath(f, folder) for f in files if not os.path.isfile(f)]
     if missing:
         raise CheckpointError(f"{index_path} lists shards that are not there: {', '.join(missing)}")
-    return [os.path.join(folder, f) for f in files]
+    return files
+
+
+def _kind(value) -> str:
+    if isinstance(value, (dict, list)):
+        return f"a {type(value).__name__} of {len(value)}" if value else f"an empty {type(value).__name__}"
+    return "null" if value is None else f"a {type(value).__name__}"
 
 
 # -- matching a checkpoint to a model -------------------------------------------------------
@@ -248,16 +342,35 @@ def plan_load(stored: Mapping[str, tuple[int, ...]], config: RoFormerConfig, hea
     a head model's file fills a bare model (the head is dropped). Anything else missing,
     unexpected or of the wrong shape raises one :class:`CheckpointError` listing all of it.
 
+    The family's variants: a config whose ``norm_type``/``use_bias`` contradict the tensors
+    (a V2 config over LayerNorm tensors, a V1 config without them) is refused with the
+    tensors named. A checkpoint holding ``roformer.pooler.*`` sets ``config.add_pooling_layer``
+    (the one change made to ``config``: the model is then built with the pooler); a pooler
+    asked for but absent from the file is initialised, like a head.
+
     Example:
         >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
         ...                      num_attention_heads=2, intermediate_size=16)
         >>> plan = plan_load(canonical_spec(cfg, "model"), cfg, "question_answering")
         >>> plan.initialised
         ['qa_outputs.weight', 'qa_outputs.bias']
+        >>> plan_load(canonical_spec(cfg, "model"), cfg.replace(norm_type="rms_norm", use_bias=False), "model")
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.CheckpointError: the config says norm_type 'rms_norm' (RoFormer-V2: norms without parameters), but the checkpoint holds LayerNorm tensors: embeddings.LayerNorm.weight, embeddings.LayerNorm.bias, encoder.layer.0.attention.output.LayerNorm.weight, encoder.layer.0.attention.output.LayerNorm.bias, encoder.layer.0.output.LayerNorm.weight, encoder.layer.0.output.LayerNorm.bias; set norm_type to 'layer_norm' or fix the config
+        >>> pooled = {**canonical_spec(cfg, "model"), "pooler.dense.weight": (8, 8), "pooler.dense.bias": (8,)}
+        >>> _ = plan_load(pooled, cfg, "model"); cfg.add_pooling_layer
+        True
     """
-    spec = canonical_spec(config, head)
     ignored = [n for n in stored if _IGNORED.match(n) or (n == _TIED_DECODER and config.tie_word_embeddings)]
     names = [n for n in stored if n not in ignored]
+    _check_variant(names, config)
+    if not config.add_pooling_layer and any(_POOLER.match(n) for n in names):
+        # The checkpoint decides whether there is a pooler (the port's folders and the original
+        # TF1 Sim files have one; their configs do not say so): the config is completed here, so
+        # the model built from it, and what is saved from it, hold the pooler.
+        config.add_pooling_layer = True
+    spec = canonical_spec(config, head)
     head_names = _all_head_names(config)
     stored_has_prefix = any(n.startswith(BASE_PREFIX) for n in names)
 
@@ -283,6 +396,10 @@ def plan_load(stored: Mapping[str, tuple[int, ...]], config: RoFormerConfig, hea
     initialised = []
     if missing and set(missing) == set(own_head) and not any(m in sources for m in own_head):
         initialised, missing = own_head, []
+    pooler = [m for m in spec if _POOLER.match(m)]
+    if pooler and set(pooler) <= set(missing):  # a pooler asked for (add_pooling_layer) that the file lacks
+        initialised += pooler
+        missing = [m for m in missing if m not in pooler]
     wrong = [f"{n} {tuple(stored[n])} (model wants {spec[m]})"
              for m, n in sources.items() if tuple(stored[n]) != tuple(spec[m])]
     problems = []
@@ -295,6 +412,48 @@ def plan_load(stored: Mapping[str, tuple[int, ...]], config: RoFormerConfig, hea
     if problems:
         raise CheckpointError("checkpoint does not fit the config " + _summary(config) + ": " + " | ".join(problems))
     return LoadPlan(sources, initialised, unused, ignored)
+
+
+_POOLER = re.compile(r"^(roformer\.)?pooler\.dense\.(weight|bias)$")
+#: encoder norm parameters (not the MLM head's transform.LayerNorm) and encoder Linear biases
+_ENCODER_NORM = re.compile(r"^(roformer\.)?(embeddings|encoder\.layer\.\d+\.(attention|crossattention|output)"
+                           r"(\.output)?)\.LayerNorm\.(weight|bias)$")
+_ENCODER_BIAS = re.compile(r"^(roformer\.)?encoder\.layer\.\d+\.((attention|crossattention)\.(self\.(query|key|value)"
+                           r"|output\.dense)|intermediate\.dense|output\.dense)\.bias$")
+
+
+def _named(names: list[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _check_variant(names: list[str], config: RoFormerConfig) -> None:
+    """One :class:`CheckpointError` when the config's ``norm_type``/``use_bias`` contradict the tensors.
+
+    A RoFormer-V2 config over V1 tensors (or the other way round) would otherwise load without
+    a word and compute garbage, or fail with a list of every missing tensor; this says which
+    field is wrong and names the tensors that show it.
+    """
+    encoder = [n for n in names if re.match(r"^(roformer\.)?(embeddings|encoder)\.", n)]
+    if not encoder:
+        return
+    norms = [n for n in encoder if _ENCODER_NORM.match(n)]
+    biases = [n for n in encoder if _ENCODER_BIAS.match(n)]
+    if config.norm_type == "rms_norm" and norms:
+        raise CheckpointError(f"the config says norm_type 'rms_norm' (RoFormer-V2: norms without parameters), but "
+                              f"the checkpoint holds LayerNorm tensors: {_named(norms)}; set norm_type to "
+                              f"'layer_norm' or fix the config")
+    if config.norm_type == "layer_norm" and not norms:
+        expected = [n for n in base_spec(config) if n.endswith(("LayerNorm.weight", "LayerNorm.bias"))]
+        raise CheckpointError(f"the config says norm_type 'layer_norm', but the checkpoint holds none of its LayerNorm "
+                              f"tensors ({_named(expected)}): a RoFormer-V2 checkpoint? set norm_type to 'rms_norm'")
+    if not config.use_bias and biases:
+        raise CheckpointError(f"the config says use_bias false (RoFormer-V2: no bias in the encoder), but the "
+                              f"checkpoint holds the biases {_named(biases)}; set use_bias to true or fix the config")
+    if config.use_bias and not biases:
+        expected = [n for n in base_spec(config) if _ENCODER_BIAS.match(n)]
+        raise CheckpointError(f"the config says use_bias true, but the checkpoint holds none of the encoder biases "
+                              f"({_named(expected)}): a RoFormer-V2 checkpoint? set use_bias to false")
 
 
 def _summary(config: RoFormerConfig) -> str:

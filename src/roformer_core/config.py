@@ -21,10 +21,15 @@ from roformer_core.io import atomic_write_text
 
 #: Activations every backend implements. "gelu" is the exact erf form, "gelu_new" the tanh form.
 ACTIVATIONS = ("gelu", "gelu_new", "relu", "selu", "silu")
+#: "layer_norm": LayerNorm with scale and bias (V1); "rms_norm": parameter-free x / sqrt(mean(x^2) + eps) (V2)
+NORM_TYPES = ("layer_norm", "rms_norm")
+#: The pooler's activation: tanh as in BERT, "linear" (none) for RoFormer-Sim, or any hidden activation.
+POOLER_ACTIVATIONS = ("tanh", "linear") + ACTIVATIONS
 PROBLEM_TYPES = (None, "regression", "single_label_classification", "multi_label_classification")
 CONFIG_NAME = "config.json"
 
-_BOOL_FIELDS = ("rotary_value", "use_cache", "is_decoder", "add_cross_attention", "tie_word_embeddings")
+_BOOL_FIELDS = ("rotary_value", "use_cache", "is_decoder", "add_cross_attention", "tie_word_embeddings", "use_bias",
+                "unilm", "add_pooling_layer")
 _INT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                "max_position_embeddings", "type_vocab_size", "pad_token_id")
 _OPTIONAL_INT_FIELDS = ("embedding_size", "num_labels", "bos_token_id", "eos_token_id")
@@ -65,6 +70,11 @@ class RoFormerConfig:
         (32, 8)
         >>> RoFormerConfig.from_dict(cfg.to_dict()) == cfg
         True
+        >>> v2 = cfg.replace(norm_type="rms_norm", use_bias=False, hidden_act="relu")   # RoFormer-V2
+        >>> cfg.replace(norm_type="rms")
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.ConfigError: config field 'norm_type' is 'rms'; known: layer_norm, rms_norm
     """
 
     vocab_size: int = 50000
@@ -92,6 +102,17 @@ class RoFormerConfig:
     problem_type: str | None = None
     bos_token_id: int | None = None
     eos_token_id: int | None = None
+    # -- the RoFormer family (the field names of the ``roformer`` 0.4.3 port's folders) --------------
+    #: "rms_norm" for RoFormer-V2: every norm is parameter-free (see NORM_TYPES)
+    norm_type: str = "layer_norm"
+    #: False (RoFormer-V2) removes the bias of every encoder Linear: q, k, v, attention output, FFN
+    use_bias: bool = True
+    #: activation after ``roformer.pooler.dense`` (RoFormer-Sim: "linear")
+    pooler_activation: str = "tanh"
+    #: the UniLM mask from token_type_ids: segment 0 bidirectional, segment 1 sees segment 0 and its own past
+    unilm: bool = False
+    #: the model has ``roformer.pooler.dense`` (set on loading when the checkpoint holds one)
+    add_pooling_layer: bool = False
     #: Keys of a loaded config.json that RoFormer does not use; written back unchanged.
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -170,6 +191,10 @@ class RoFormerConfig:
             raise ConfigError(
                 f"config field 'hidden_size' gives an odd head size {self.head_dim} "
                 f"(hidden_size / num_attention_heads); rotary embeddings rotate pairs, so it must be even")
+        for name, known_values in (("norm_type", NORM_TYPES), ("pooler_activation", POOLER_ACTIVATIONS)):
+            value = getattr(self, name)
+            if value not in known_values:
+                raise ConfigError(f"config field {name!r} is {_show(value)}; known: {', '.join(known_values)}")
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(f"config field 'hidden_act' is {self.hidden_act!r}; known: {', '.join(ACTIVATIONS)}")
         if self.problem_type not in PROBLEM_TYPES:

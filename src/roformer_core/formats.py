@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from roformer_core.checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, Checkpoint, to_canonical_name
+from roformer_core.checkpoint import WEIGHTS_INDEX_NAME, WEIGHTS_NAME, Checkpoint, resolve_inside, to_canonical_name
 from roformer_core.config import CONFIG_NAME, RoFormerConfig
 from roformer_core.errors import CheckpointError, RoFormerError
 from roformer_core.heads import detect_head  # noqa: F401  (re-exported: formats name their head)
@@ -278,15 +278,73 @@ def _locate(path: str, fmt: str) -> str:
 
 
 def _find_config(folder: str, fmt: str, config_path: str | None = None) -> RoFormerConfig:
-    """The config beside the weights (``config.json``; TF1 checkpoints: ``bert_config.json`` too)."""
-    if config_path is not None:
-        return RoFormerConfig.from_json_file(config_path)
-    names = [CONFIG_NAME] + (["bert_config.json"] if fmt == "tf1" else [])
-    for name in names:
-        candidate = os.path.join(folder, name)
-        if os.path.isfile(candidate):
-            return RoFormerConfig.from_json_file(candidate)
-    raise CheckpointError(f"no {' or '.join(names)} beside the weights in {folder}; give one with --config")
+    """The config beside the weights (``config.json``; TF1 checkpoints: ``bert_config.json`` too).
+
+    For a TF1 checkpoint whose config names no variant (:func:`infer_tf1_variant`), the variant
+    is read from the tensor names.
+    """
+    if config_path is None:
+        names = [CONFIG_NAME] + (["bert_config.json"] if fmt == "tf1" else [])
+        found = [name for name in names if os.path.lexists(os.path.join(folder, name))]
+        if not found:
+            raise CheckpointError(f"no {' or '.join(names)} beside the weights in {folder}; give one with --config")
+        config_path = resolve_inside(folder, found[0], "config")
+    config = RoFormerConfig.from_json_file(config_path)
+    if fmt == "tf1":
+        config = infer_tf1_variant(folder, config_path, config)
+    return config
+
+
+#: what a config.json says of the variant; the original TF1 releases' bert_config.json says none of it
+_VARIANT_FIELDS = ("norm_type", "use_bias", "add_pooling_layer")
+
+
+def infer_tf1_variant(folder: str, config_path: str, config: RoFormerConfig) -> RoFormerConfig:
+    """``config`` completed from the TF1 tensor names, when its file names no variant.
+
+    The original releases chose RoFormer-V2 and the pooler by code arguments, so their
+    ``bert_config.json`` cannot say: V2 is recognised by model variables without any
+    ``bias``, ``beta`` or ``gamma`` (``norm_type="rms_norm"``, ``use_bias=False``), a pooler by
+    ``bert/pooler/*``. One line (logged as a warning) says what was inferred. The pooler's
+    activation is in no file: RoFormer-Sim needs ``pooler_activation="linear"`` given.
+
+    Example:
+        >>> import json, tempfile
+        >>> d = tempfile.mkdtemp(); path = os.path.join(d, "bert_config.json")
+        >>> _ = open(path, "w").write(json.dumps({"hidden_size": 8, "num_attention_heads": 2}))
+        >>> infer_tf1_variant(d, path, RoFormerConfig.from_json_file(path)).norm_type  # no checkpoint here
+        'layer_norm'
+    """
+    import json
+    import logging
+
+    path = os.path.join(config_path, CONFIG_NAME) if os.path.isdir(config_path) else config_path
+    try:
+        with open(path, encoding="utf-8") as fh:
+            named = [k for k in _VARIANT_FIELDS if k in json.load(fh)]
+    except (OSError, ValueError, TypeError):  # read once already; a file that changed since says nothing here
+        return config
+    if named:
+        return config
+    try:
+        entries, _ = _tf_bundle().read_bundle(_locate(folder, "tf1"))
+    except CheckpointError:
+        return config  # no checkpoint to read: the reader will say why
+    variables = [v for v in entries if tf1_to_canonical(v) is not None and v.startswith("bert/")]
+    leaves = {v.rsplit("/", 1)[-1] for v in variables}
+    changes, found = {}, []
+    if variables and not leaves & {"bias", "beta", "gamma"}:
+        changes.update(norm_type="rms_norm", use_bias=False)
+        found.append("RoFormer-V2 (no bias, beta or gamma: norm_type='rms_norm', use_bias=false)")
+    if any(v.startswith("bert/pooler/") for v in variables):
+        changes.update(add_pooling_layer=True)
+        found.append(f"a pooler (bert/pooler/*; pooler_activation={config.pooler_activation!r}, "
+                     f"give pooler_activation='linear' for RoFormer-Sim)")
+    if not changes:
+        return config
+    logging.getLogger("roformer").warning("%s names no RoFormer variant; from the TF1 tensor names: %s",
+                                          os.path.basename(path), "; ".join(found))
+    return config.replace(**changes)
 
 
 def open_source(path: str | os.PathLike, fmt: str | None = None, config: RoFormerConfig | str | None = None) -> Source:
@@ -308,6 +366,9 @@ def open_source(path: str | os.PathLike, fmt: str | None = None, config: RoForme
     path = os.fspath(path)
     fmt, weights = detect_format(path) if fmt is None else (fmt, _locate(path, fmt))
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(weights))
+    if os.path.isdir(path):  # found here by name: it must be the folder's own (a file named itself is taken)
+        own = weights + ".index" if fmt == "tf1" else weights
+        resolve_inside(folder, os.path.relpath(own, folder), "weights file")
     if not isinstance(config, RoFormerConfig):
         config = _find_config(folder, fmt, config)
     tensors, close = READERS[fmt](weights, config)
@@ -416,9 +477,10 @@ def _read_flax(path: str, config: RoFormerConfig):
     return tensors, lambda: None
 
 
-#: TF1 variables that are not model weights: optimizer slots, step counter, pooler, NSP head
+#: TF1 variables that are not model weights: optimizer slots, step counter, NSP head (the pooler is
+#: kept: RoFormer-Sim's sentence vector is its output)
 _TF1_SKIP = {"adam_m", "adam_v", "AdamWeightDecayOptimizer", "AdamWeightDecayOptimizer_1", "global_step"}
-_TF1_SKIP_PREFIXES = ("bert/pooler/", "cls/seq_relationship/")
+_TF1_SKIP_PREFIXES = ("cls/seq_relationship/",)
 
 
 def tf1_to_canonical(name: str) -> tuple[str, bool] | None:
@@ -427,6 +489,11 @@ def tf1_to_canonical(name: str) -> tuple[str, bool] | None:
     ``bert`` -> ``roformer``, ``layer_N`` -> ``layer.N``, kernel/gamma -> weight,
     beta/output_bias -> bias, ``*_embeddings`` -> ``*_embeddings.weight``, and
     ``encoder/embedding_hidden_mapping_in`` (embedding size != hidden size) -> ``embeddings_project``.
+    RoFormer-Sim's pooler is kept; RoFormer-V2's names are V1's without bias, beta and gamma.
+
+    Example:
+        >>> tf1_to_canonical("bert/pooler/dense/kernel"), tf1_to_canonical("cls/seq_relationship/output_bias")
+        (('roformer.pooler.dense.weight', True), None)
     """
     parts = name.split("/")
     if _TF1_SKIP.intersection(parts) or name.startswith(_TF1_SKIP_PREFIXES):
@@ -446,6 +513,11 @@ def tf1_to_canonical(name: str) -> tuple[str, bool] | None:
 
 def _read_tf1(prefix: str, config: RoFormerConfig):
     entries, data = _tf_bundle().read_bundle(prefix)
+    folder = os.path.dirname(os.path.abspath(prefix))
+    for shard in range(data.num_shards):  # the index says how many; each must be the folder's own
+        name = os.path.basename(data.shard_path(shard))
+        if os.path.lexists(os.path.join(folder, name)):
+            resolve_inside(folder, name, "data shard")
     tensors = {}
     for var, entry in entries.items():
         mapped = tf1_to_canonical(var)

@@ -98,11 +98,16 @@ def head_params(config: "RoFormerConfig", head: str) -> dict[str, tuple[int, ...
         >>> from roformer_core import RoFormerConfig
         >>> head_params(RoFormerConfig(hidden_size=8, num_attention_heads=2), "question_answering")
         {'qa_outputs.weight': (2, 8), 'qa_outputs.bias': (2,)}
+        >>> v2 = RoFormerConfig(vocab_size=10, hidden_size=8, num_attention_heads=2, norm_type="rms_norm")
+        >>> head_params(v2, "masked_lm"), head_params(v2.replace(tie_word_embeddings=False), "masked_lm")
+        ({}, {'cls.predictions.decoder.weight': (10, 8)})
     """
     c = config
     V, E, H, N = c.vocab_size, c.embedding_size, c.hidden_size, c.num_labels
     get_head(head)
     if head in ("masked_lm", "causal_lm"):
+        if c.norm_type == "rms_norm":  # RoFormer-V2: only the decoder, no transform, no bias
+            return {} if c.tie_word_embeddings else {"cls.predictions.decoder.weight": (V, E)}
         spec = {
             "cls.predictions.transform.dense.weight": (E, H),
             "cls.predictions.transform.dense.bias": (E,),
@@ -170,4 +175,6 @@ def detect_head(shapes: dict[str, tuple[int, ...]], config: "RoFormerConfig") ->
         return "multiple_choice" if one_output and config.num_labels != 1 else "token_classification"
     if "qa_outputs.weight" in shapes:
         return "question_answering"
+    if declared is not None and not head_params(config, declared):
+        return declared  # a head without parameters of its own (RoFormer-V2's tied MLM head)
     return "model"

@@ -42,16 +42,23 @@ def check_shapes(input_shape: tuple, attention_mask_shape: tuple | None, past_le
                              f"positions it must be {want2}")
 
 
+#: the label that marks a position without one (the reference's ignore_index)
+IGNORE_INDEX = -100
+
+
 @dataclass(frozen=True)
 class ArrayFacts:
     """What validation needs to know of one input array, in no framework's terms.
 
     ``shape`` entries may be None (unknown while tracing); ``low``/``high`` are the smallest
-    and largest value when the array is concrete and integer, else None.
+    and largest value when the array is concrete and integer, else None (labels: of the values
+    other than -100, which marks a position without a label).
 
     Example:
         >>> ArrayFacts.of(np.array([[2, 7]]))
         ArrayFacts(shape=(1, 2), integer=True, low=2, high=7)
+        >>> ArrayFacts.of(np.array([-100, 3]), name="labels").low
+        3
     """
 
     shape: tuple
@@ -60,17 +67,25 @@ class ArrayFacts:
     high: int | None = None
 
     @classmethod
-    def of(cls, array, shape=None, integer: bool | None = None, concrete: bool = True) -> "ArrayFacts":
-        """Facts of anything numpy can read (a backend passes its own shape/integer when it knows better)."""
+    def of(cls, values, shape=None, integer: bool | None = None, name: str = "") -> "ArrayFacts":
+        """Facts of ``values``: anything numpy can read, or None when they are not known (traced);
+        a backend passes ``shape``/``integer`` from its own array when it knows them better."""
         if shape is None:
-            shape = tuple(np.shape(array))
+            shape = tuple(np.shape(values))
         if integer is None:
-            integer = np.issubdtype(np.asarray(array).dtype, np.integer)
+            integer = values is not None and np.issubdtype(np.asarray(values).dtype, np.integer)
         low = high = None
-        if concrete and integer and all(isinstance(d, (int, np.integer)) for d in shape) and int(np.prod(shape)):
-            values = np.asarray(array)
-            low, high = int(values.min()), int(values.max())
+        if values is not None and integer:
+            values = np.asarray(values)
+            if name in LABEL_INPUTS:
+                values = values[values != IGNORE_INDEX]
+            if values.size:
+                low, high = int(values.min()), int(values.max())
         return cls(tuple(shape), bool(integer), low, high)
+
+
+#: every head's label arguments
+LABEL_INPUTS = ("labels", "start_positions", "end_positions")
 
 
 #: inputs whose values are indices, whatever the head
@@ -109,6 +124,10 @@ def validate_inputs(config, head: str, facts: Mapping[str, ArrayFacts | None], p
         value = facts.get(name)
         if value is not None and not value.integer:
             raise InputError(f"{name} must hold integers (an integer array)")
+    unknown_labels = [k for k in LABEL_INPUTS if facts.get(k) is not None and k not in spec.label_keys]
+    if unknown_labels:
+        takes = " and ".join(spec.label_keys) if spec.label_keys else "no labels"
+        raise InputError(f"{unknown_labels[0]} given, but the {head} head takes {takes}")
     if has_cross_attention_input and not (config.is_decoder and config.add_cross_attention):
         raise InputError("encoder_hidden_states given, but the config has no cross-attention "
                          "(set is_decoder=True and add_cross_attention=True)")
@@ -127,6 +146,35 @@ def validate_inputs(config, head: str, facts: Mapping[str, ArrayFacts | None], p
         value = facts.get(name)
         if value is not None and value.low is not None:
             check_ids_range(name, value.low, value.high, limit, field)
+    _check_labels(config, spec, facts, tuple(ids.shape if ids is not None else embeds.shape[:-1]))
+
+
+def _check_labels(config, spec, facts, shape) -> None:
+    """Labels of the shape the head wants, and class indices within its range (-100: no label)."""
+    labels = facts.get("labels")
+    if labels is None:
+        return
+    batch = shape[0] if shape else None
+    token_level = spec.loss in ("token_cross_entropy", "shifted_token_cross_entropy")
+    if token_level:
+        wants, limit, field = [tuple(shape)], config.vocab_size, "vocab_size"
+        if spec.name == "token_classification":
+            limit, field = config.num_labels, "num_labels"
+    elif spec.name == "multiple_choice":
+        wants, limit, field = [(batch,)], (shape[1] if len(shape) > 1 else None), "the number of choices"
+    else:  # sequence classification: class indices, or float targets per label
+        wants = [(batch,), (batch, config.num_labels)] + ([(batch, 1)] if config.num_labels == 1 else [])
+        limit, field = config.num_labels, "num_labels"
+        if not labels.integer or config.problem_type in ("regression", "multi_label_classification"):
+            limit = None
+    known = None not in tuple(labels.shape) + tuple(shape)
+    if known and tuple(labels.shape) not in wants:
+        raise InputError(f"labels has shape {tuple(labels.shape)}; the {spec.name} head wants "
+                         + " or ".join(str(w) for w in wants))
+    if limit is not None and labels.low is not None and (labels.low < 0 or labels.high >= limit):
+        bad = labels.low if labels.low < 0 else labels.high
+        raise InputError(f"labels holds {bad}, outside [0, {limit}) ({field} = {limit}); "
+                         f"{IGNORE_INDEX} marks a position without a label")
 
 
 def _merge_choices(shape):

@@ -52,13 +52,22 @@ class ModelOutput:
 
 @dataclass
 class BaseModelOutput(ModelOutput):
-    """Output of ``RoFormerModel``."""
+    """Output of ``RoFormerModel``; ``pooler_output`` [batch, hidden] only for a model with a pooler.
+
+    ``pooler_output`` is the last field (the reference puts it second) so that code building
+    outputs positionally keeps working; by name, key and in ``to_tuple`` it is found as usual.
+
+    Example:
+        >>> BaseModelOutput(last_hidden_state=[[1.0]], pooler_output=[2.0]).to_tuple()
+        ([[1.0]], [2.0])
+    """
 
     last_hidden_state: Any = None
     past_key_values: Any = None
     hidden_states: Any = None
     attentions: Any = None
     cross_attentions: Any = None
+    pooler_output: Any = None
 
 
 @dataclass
@@ -73,7 +82,7 @@ class MaskedLMOutput(ModelOutput):
 
 @dataclass
 class CausalLMOutput(ModelOutput):
-    """Output of ``RoFormerForCausalLM``."""
+    """Output of ``RoFormerForCausalLM``; ``pooler_output`` for a model with a pooler (RoFormer-Sim)."""
 
     loss: Any = None
     logits: Any = None
@@ -81,6 +90,7 @@ class CausalLMOutput(ModelOutput):
     hidden_states: Any = None
     attentions: Any = None
     cross_attentions: Any = None
+    pooler_output: Any = None
 
 
 @dataclass

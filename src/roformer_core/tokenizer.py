@@ -14,6 +14,7 @@ word cache, whose entries never change once written), and never changes itself o
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import logging
@@ -712,21 +713,23 @@ class RoFormerTokenizer:
         if not os.path.isdir(directory):
             raise ConfigError(f"no tokenizer folder at {directory}")
         kwargs: dict[str, Any] = {}
-        config = _read_json(os.path.join(directory, TOKENIZER_CONFIG_NAME))
+        # a tokenizer file linked to somewhere outside its folder is refused, like a checkpoint's files
+        inside = functools.partial(_inside, directory)
+        config = _read_json(inside(TOKENIZER_CONFIG_NAME))
         for key in ("do_lower_case", "do_basic_tokenize", "never_split", "tokenize_chinese_chars",
                     "strip_accents", "model_max_length", "padding_side", "truncation_side"):
             if config.get(key) is not None:
                 kwargs[key] = config[key]
-        special_map = _read_json(os.path.join(directory, SPECIAL_TOKENS_MAP_NAME))
+        special_map = _read_json(inside(SPECIAL_TOKENS_MAP_NAME))
         for source in (config, special_map):
             for key in _SPECIAL_ATTRS:
                 if source.get(key) is not None:
                     kwargs[key] = _token_content(source[key])
         kwargs.update(overrides)
-        tok = cls(os.path.join(directory, VOCAB_NAME), **kwargs)
+        tok = cls(inside(VOCAB_NAME), **kwargs)
         # Tokens added on top of vocab.txt would get ids this tokenizer does not give: refuse.
         added = {_token_content(v): int(k) for k, v in (config.get("added_tokens_decoder") or {}).items()}
-        added.update(_read_json(os.path.join(directory, "added_tokens.json")))
+        added.update(_read_json(inside("added_tokens.json")))
         extra = sorted(t for t, i in added.items() if tok.vocab.get(t) != i)
         if extra:
             raise ConfigError(f"{directory} adds tokens beyond vocab.txt ({', '.join(extra)}); "
@@ -929,3 +932,9 @@ def _to_tensors(data: dict, kind: str) -> dict:
     module, function = convert[kind]
     to_tensor = getattr(importlib.import_module(module), function)
     return {k: to_tensor(v) if k != "overflowing_tokens" else v for k, v in arrays.items()}
+
+
+def _inside(directory: str, name: str) -> str:
+    from roformer_core.checkpoint import resolve_inside
+
+    return resolve_inside(directory, name, "tokenizer file")

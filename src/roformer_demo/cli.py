@@ -6,7 +6,11 @@
     python -m roformer_demo fill-mask "今天[MASK]气很好" [--file F | -] --backend torch|keras|flax
 
 Bad input (the data extra missing, an empty input file, an unknown backend, a folder that is
-not a checkpoint ...) prints one line on stderr and exits with 2.
+not a checkpoint ...) prints one line on stderr and exits with 2. A command holds ``OUT/.lock``
+while it runs (stages exclusively, serving from OUT shared): a second one on the same ``--out``
+stops at once with one line, and a stage refuses what an earlier stage left incomplete or what
+another run changed since (``roformer_demo.stamps``). Ctrl-C or SIGTERM prints one line and
+exits with 130 / 143.
 
 Example:
     >>> main(["predict", "好", "--backend", "mxnet"])
@@ -16,12 +20,15 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
-from roformer_core.errors import RoFormerError
+from roformer_core.errors import CheckpointError, RoFormerError
+from roformer_core.io import sigterm_cleanup
 
 PROG = "roformer-demo"
 BACKEND_CHOICES = ("keras", "torch", "flax")
@@ -192,8 +199,10 @@ def settings_from(args: argparse.Namespace):
 
 # -- commands -----------------------------------------------------------------------------------------
 def _serve(args, head: str) -> int:
+    import numpy as np
+
     from roformer_core.tokenizer import RoFormerTokenizer
-    from roformer_demo import inference
+    from roformer_demo import inference, stamps
     from roformer_demo.backends import check_backend, check_checkpoint, load_runner
     from roformer_demo.report import table
     from roformer_demo.settings import Settings
@@ -201,12 +210,21 @@ def _serve(args, head: str) -> int:
     check_backend(args.backend)
     texts = inference.read_texts(args.texts, args.file)
     layout = Settings(out=args.out or Settings.out).layout
-    folder = check_checkpoint(args.checkpoint or (layout.classifier if head == "sequence_classification"
-                                                  else layout.mlm))
-    tokenizer = RoFormerTokenizer.from_pretrained(folder)
-    runner = load_runner(args.backend, folder, head)
+    default = layout.classifier if head == "sequence_classification" else layout.mlm
+    # the run's own folders only while no stage rewrites them, and only as the `train` stage left them
+    with stamps.lock_output(layout.root, shared=True) if args.checkpoint is None else _nothing():
+        if args.checkpoint is None:
+            if not os.path.isdir(default):
+                check_checkpoint(default)  # its message: no checkpoint folder, train one first
+            if not stamps.stamped_folder(stamps.require(layout, "train", check_inputs=False), layout, default):
+                raise CheckpointError(f"the `train` stage of {layout.root} made no masked LM (it ran with "
+                                      "--mlm-steps 0): run it with masked-LM steps, or pass --checkpoint")
+        folder = check_checkpoint(args.checkpoint or default)
+        tokenizer = RoFormerTokenizer.from_pretrained(folder)
+        runner = load_runner(args.backend, folder, head)
+    inference.check_tokenizer(tokenizer, runner.config, folder)
     if head == "sequence_classification":
-        probs = inference.classify(runner, tokenizer, texts)
+        probs = inference.finite(inference.classify(runner, tokenizer, texts), args.backend, folder)
         names = [runner.config.id2label[i] for i in range(runner.config.num_labels)]
         if args.jsonl:
             for t, p in zip(texts, probs):
@@ -218,6 +236,7 @@ def _serve(args, head: str) -> int:
             print(f"({args.backend}, {folder})")
         return 0
     results = inference.fill_mask(runner, tokenizer, texts, top_k=args.top_k)
+    inference.finite(np.array([p for r in results for c in r.candidates for _, p in c]), args.backend, folder)
     for r in results:
         if args.jsonl:
             print(json.dumps({"text": r.text, "filled": r.best, "candidates": r.candidates}, ensure_ascii=False))
@@ -230,13 +249,27 @@ def _serve(args, head: str) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _nothing():
+    yield
+
+
 def _stage(args) -> int:
-    from roformer_demo import pipeline
-    from roformer_demo.report import banner
+    from roformer_demo import pipeline, stamps
+    from roformer_demo.backends import check_backend
     from roformer_demo.settings import Settings
 
     settings = settings_from(args) if args.command in ("run", "vocab", "train", "flax") else \
         Settings(out=args.out or Settings.out)
+    if args.command in ("train", "eval"):
+        check_backend(args.backend)  # bad arguments are refused before anything is created under OUT
+    with stamps.lock_output(settings.out, command=args.command):
+        return _run_stage(args, settings, pipeline)
+
+
+def _run_stage(args, settings, pipeline) -> int:
+    from roformer_demo.report import banner
+
     if args.command == "run":
         pipeline.run(settings)
         return 0
@@ -262,7 +295,8 @@ def _stage(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (0 done, 2 bad input, 130 interrupted).
+    """Run the command line; returns the exit code (0 done, 2 bad input, 130 / 143 interrupted by
+    Ctrl-C / SIGTERM).
 
     Example:
         >>> main(["fill-mask", "今天天气很好", "--backend", "caffe"])
@@ -277,9 +311,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # stage output and Keras' progress stay in order
     try:
-        if args.command in ("predict", "fill-mask"):
-            return _serve(args, "sequence_classification" if args.command == "predict" else "masked_lm")
-        return _stage(args)
+        with sigterm_cleanup():  # SIGTERM unwinds like Ctrl-C: atomic writes remove their temporaries
+            if args.command in ("predict", "fill-mask"):
+                return _serve(args, "sequence_classification" if args.command == "predict" else "masked_lm")
+            return _stage(args)
     except RoFormerError as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
@@ -294,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as e:
+        if e.code != 128 + signal.SIGTERM:  # argparse's own exits (--help, usage errors)
+            raise
+        print(f"{PROG}: interrupted (SIGTERM)", file=sys.stderr)
+        return e.code
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from roformer_core.errors import InputError
+from roformer_core.errors import CheckpointError, InputError
 from roformer_core.tokenizer import RoFormerTokenizer
 from roformer_demo import text
 from roformer_demo.backends import Runner
@@ -57,6 +57,43 @@ def read_texts(texts: Sequence[str], file: str | None = None, stdin: io.TextIOBa
     if not out:
         raise InputError("no text given: pass sentences as arguments, --file PATH, or pipe them on stdin")
     return out
+
+
+def check_tokenizer(tokenizer: RoFormerTokenizer, config, folder: str = "the checkpoint") -> RoFormerTokenizer:
+    """``tokenizer`` if every id it can give is a row of the model's vocabulary, else one
+    :class:`CheckpointError`: past the end, compiled forward passes (``jax.jit``, XLA) read
+    garbage instead of failing, and the demo would print NaN probabilities.
+
+    Example:
+        >>> from roformer_core import RoFormerConfig
+        >>> tok = RoFormerTokenizer(vocab=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "好"])
+        >>> check_tokenizer(tok, RoFormerConfig(vocab_size=6)) is tok
+        True
+        >>> check_tokenizer(tok, RoFormerConfig(vocab_size=5), "ckpt")
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.CheckpointError: the tokenizer in ckpt gives token ids up to 5, but the model's vocabulary has 5 rows (vocab_size in its config.json): the tokenizer and the weights do not belong together
+    """
+    highest = max(tokenizer.get_vocab().values(), default=-1)
+    if highest >= config.vocab_size:
+        raise CheckpointError(f"the tokenizer in {folder} gives token ids up to {highest}, but the model's "
+                              f"vocabulary has {config.vocab_size} rows (vocab_size in its config.json): the "
+                              "tokenizer and the weights do not belong together")
+    return tokenizer
+
+
+def finite(values: np.ndarray, backend: str, folder: str) -> np.ndarray:
+    """``values`` when every one is finite; else one :class:`CheckpointError` rather than NaN in the
+    output (which is not even valid JSON).
+
+    Example:
+        >>> finite(np.array([0.5, 0.5]), "torch", "ckpt").tolist()
+        [0.5, 0.5]
+    """
+    if not np.isfinite(values).all():
+        raise CheckpointError(f"the {backend} model of {folder} gave NaN or infinite scores: its weights are "
+                              "damaged or were trained into NaN")
+    return values
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

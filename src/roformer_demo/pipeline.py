@@ -9,8 +9,11 @@
 
 Stages hand over through the output folder (``runs/demo`` by default), so any stage can run
 on its own once the ones before it have run; within ``run`` a :class:`Workspace` also keeps
-what was loaded in memory. Each stage returns (and writes to ``reports/<stage>.json``) a
-report; ``run`` prints a summary of them and writes ``summary.txt`` and ``metrics.json``.
+what was loaded in memory. Each stage stamps its outputs when it finishes
+(``roformer_demo.stamps``), and a stage reads an earlier one's files only when that stamp says
+they are complete, unchanged and built from the outputs still in place. Each stage returns
+(and writes to ``reports/<stage>.json``) a report; ``run`` prints a summary of them and writes
+``summary.txt`` and ``metrics.json``.
 
 Example:
     >>> reports = run(Settings(out="runs/demo"))  # doctest: +SKIP
@@ -30,10 +33,10 @@ from roformer_core.checkpoint import Checkpoint
 from roformer_core.errors import InputError
 from roformer_core.io import atomic_write_text
 from roformer_core.tokenizer import RoFormerTokenizer
-from roformer_demo import data, text
+from roformer_demo import data, stamps, text
 from roformer_demo.backends import check_backend, check_checkpoint, load_runner
 from roformer_demo.baseline import fit_baseline
-from roformer_demo.inference import all_logits, classify, fill_mask, softmax
+from roformer_demo.inference import all_logits, check_tokenizer, classify, fill_mask, softmax
 from roformer_demo.metrics import scores
 from roformer_demo.report import Timer, banner, table, write_json
 from roformer_demo.settings import Settings
@@ -63,16 +66,36 @@ class Workspace:
         self._news: list[str] | None = None
         self._tokenizer: RoFormerTokenizer | None = None
         self._rows: dict[str, list[np.ndarray]] = {}
+        self._stamps: dict[str, dict] = {}
+
+    def stamp(self, stage: str) -> dict:
+        """The stamp of an earlier stage whose outputs are complete (``stamps.require``), checked once."""
+        if stage not in self._stamps:
+            self._stamps[stage] = stamps.require(self.layout, stage)
+        return self._stamps[stage]
+
+    def _started(self, stage: str) -> None:
+        # until the stage stamps its outputs again, no other stage may take them as complete
+        self._stamps.pop(stage, None)
+        stamps.clear_stamp(self.layout, stage)
+
+    def _finished(self, stage: str, outputs, inputs=(), built_from=None) -> dict:
+        stamp = stamps.write_stamp(self.layout, stage, outputs, {name: self.stamp(name) for name in inputs},
+                                   built_from)
+        self._stamps[stage] = stamp
+        return stamp
 
     def split(self) -> dict[str, data.Examples]:
         """train / validation / test reviews, as the ``vocab`` stage wrote them."""
         if self._split is None:
+            self.stamp("vocab")
             self._split = {name: data.read_jsonl(self.layout.split(name)) for name in data.SPLITS}
         return self._split
 
     def news(self) -> list[str]:
         """The People's Daily sentences chosen by the ``vocab`` stage."""
         if self._news is None:
+            self.stamp("vocab")
             path = os.path.join(self.layout.data, NEWS_FILE)
             if not os.path.isfile(path):
                 raise InputError(f"no {path}: run the `vocab` stage (or `run`) first")
@@ -83,6 +106,7 @@ class Workspace:
     def tokenizer(self) -> RoFormerTokenizer:
         """The tokenizer the ``vocab`` stage saved."""
         if self._tokenizer is None:
+            self.stamp("vocab")
             if not os.path.isfile(os.path.join(self.layout.tokenizer, "vocab.txt")):
                 raise InputError(f"no tokenizer in {self.layout.tokenizer}: run the `vocab` stage (or `run`) first")
             self._tokenizer = RoFormerTokenizer.from_pretrained(self.layout.tokenizer)
@@ -107,6 +131,7 @@ def stage_vocab(ws: Workspace) -> dict:
         8000
     """
     s, layout = ws.settings, ws.layout
+    ws._started("vocab")
     split = data.load_split(s.seed, s.max_examples)
     news = data.news_sentences(limit=s.news_sentences)
     for name, part in split.items():
@@ -139,6 +164,9 @@ def stage_vocab(ws: Workspace) -> dict:
               "tokens": {r[0]: {"texts": r[1], "mean": r[2], "median": r[3], "truncated": r[4], "unk": r[5]}
                          for r in stats}}
     write_json(layout.report("vocab"), report)
+    ws._finished("vocab", [layout.data, layout.tokenizer, layout.report("vocab")],
+                 built_from={k: getattr(s, k) for k in ("seed", "max_examples", "news_sentences", "vocab_size",
+                                                        "max_length")})
     return report
 
 
@@ -162,6 +190,7 @@ def stage_train(ws: Workspace, backend: str | None = None) -> dict:
     """
     s, layout = ws.settings, ws.layout
     backend = check_backend(backend or s.backend)
+    ws._started("train")
     tokenizer = ws.tokenizer()
     config = s.model_config(tokenizer.vocab_size)
     trainer = _trainer(backend)
@@ -190,6 +219,11 @@ def stage_train(ws: Workspace, backend: str | None = None) -> dict:
     report["classifier"] = history.to_dict()
     report["parameters"] = _parameters(layout.classifier)
     write_json(layout.report("train"), report)
+    # with --mlm-steps 0, OUT/mlm may hold an older run's masked LM: it is not stamped as this run's
+    ws._finished("train", ([layout.mlm] if s.mlm_steps else []) + [layout.classifier, layout.report("train")],
+                 inputs=["vocab"], built_from={"backend": backend, **{k: getattr(s, k) for k in (
+                     "seed", "layers", "hidden", "heads", "intermediate", "epochs", "batch_size", "learning_rate",
+                     "mlm_steps", "max_steps")}})
     return report
 
 
@@ -206,9 +240,11 @@ def stage_save(ws: Workspace) -> dict:
         >>> sorted(stage_save(Workspace(Settings(out="runs/demo"))))  # doctest: +SKIP
         ['classifier', 'masked LM']
     """
+    ws._started("save")
+    trained = ws.stamp("train")
     rows, report = [], {}
     for name, folder in (("classifier", ws.layout.classifier), ("masked LM", ws.layout.mlm)):
-        if not os.path.isdir(folder):
+        if not stamps.stamped_folder(trained, ws.layout, folder):
             continue
         check_checkpoint(folder)
         store = Checkpoint(folder)
@@ -220,6 +256,7 @@ def stage_save(ws: Workspace) -> dict:
         raise InputError(f"no checkpoint under {ws.layout.root}: run the `train` stage (or `run`) first")
     print(table(["model", "folder", "tensors", "size", "files"], rows))
     write_json(ws.layout.report("save"), report)
+    ws._finished("save", [ws.layout.report("save")], inputs=["train"])
     return report
 
 
@@ -233,10 +270,13 @@ def stage_eval(ws: Workspace, backend: str = "torch", checkpoint: str | None = N
     """
     s, layout = ws.settings, ws.layout
     check_backend(backend)
+    ws._started("eval")
+    # the classifier must have been trained on this split, or test reviews may have been training ones
+    trained = ws.stamp("train") if checkpoint is None else None
+    split = ws.split()
     folder = check_checkpoint(checkpoint or layout.classifier)
     runner = load_runner(backend, folder, "sequence_classification")
-    tokenizer = RoFormerTokenizer.from_pretrained(folder)
-    split = ws.split()
+    tokenizer = check_tokenizer(RoFormerTokenizer.from_pretrained(folder), runner.config, folder)
     rows = text.encode(tokenizer, split["test"].texts, tokenizer.model_max_length, desc="tokenizing test")
     logits = all_logits(runner, rows, tokenizer.pad_token_id)
     test = scores(split["test"].labels, logits.argmax(-1))
@@ -260,10 +300,11 @@ def stage_eval(ws: Workspace, backend: str = "torch", checkpoint: str | None = N
     print(table(["sentence", *(f"P({name})" for name in labels), "label"],
                 [[t, *p.tolist(), labels[int(p.argmax())]] for t, p in zip(EXAMPLES, probs)]))
     filled = []
-    if checkpoint is None and os.path.isdir(layout.mlm):
+    if trained is not None and stamps.stamped_folder(trained, layout, layout.mlm):
         mlm_folder = check_checkpoint(layout.mlm)
         mlm = load_runner(backend, mlm_folder, "masked_lm")
-        filled = fill_mask(mlm, RoFormerTokenizer.from_pretrained(mlm_folder), list(MASK_EXAMPLES), top_k=3)
+        mlm_tokenizer = check_tokenizer(RoFormerTokenizer.from_pretrained(mlm_folder), mlm.config, mlm_folder)
+        filled = fill_mask(mlm, mlm_tokenizer, list(MASK_EXAMPLES), top_k=3)
         print(f"fill-mask with the masked LM of the short pre-training pass ({layout.mlm}):")
         print(table(["text", "top 3 for [MASK]"],
                     [[f.text, "  ".join(f"{t} {p:.3f}" for t, p in f.candidates[0])] for f in filled]))
@@ -275,6 +316,8 @@ def stage_eval(ws: Workspace, backend: str = "torch", checkpoint: str | None = N
                            for t, p in zip(EXAMPLES, probs)],
               "fill_mask": [{"text": f.text, "candidates": f.candidates} for f in filled]}
     write_json(layout.report("eval"), report)
+    ws._finished("eval", [layout.report("eval")], inputs=["vocab"] + (["train"] if trained else []),
+                 built_from={"backend": backend, "checkpoint": folder})
     return report
 
 
@@ -289,13 +332,17 @@ def stage_flax(ws: Workspace) -> dict:
     import jax
 
     s, layout = ws.settings, ws.layout
+    ws._started("flax")
+    ws.stamp("train")
+    split = ws.split()
     folder = check_checkpoint(layout.classifier)
     tokenizer = RoFormerTokenizer.from_pretrained(folder)
-    rows = text.encode(tokenizer, ws.split()["test"].texts, tokenizer.model_max_length, desc="tokenizing test")
+    rows = text.encode(tokenizer, split["test"].texts, tokenizer.model_max_length, desc="tokenizing test")
     length = text.round_length(max(len(r) for r in rows))
     logits = {}
     for backend in ("torch", "keras", "flax"):
         runner = load_runner(backend, folder, "sequence_classification")
+        check_tokenizer(tokenizer, runner.config, folder)
         logits[backend] = all_logits(runner, rows, tokenizer.pad_token_id, length=length)
     predictions = {b: v.argmax(-1) for b, v in logits.items()}
     pairs = [("flax", "torch"), ("flax", "keras"), ("keras", "torch")]
@@ -320,7 +367,6 @@ def stage_flax(ws: Workspace) -> dict:
     report = {"parity": parity, "same_predictions": all_same, "examples": len(rows), "devices": devices,
               "platform": jax.default_backend()}
     if s.flax_steps:
-        split = ws.split()
         task = Task("sequence_classification", s.model_config(tokenizer.vocab_size), tokenizer,
                     ws.rows("train"), ws.rows("validation"), split["train"].labels, split["validation"].labels)
         recipe = Recipe(max_steps=s.flax_steps, batch_size=s.batch_size, learning_rate=s.learning_rate / 10,
@@ -335,6 +381,8 @@ def stage_flax(ws: Workspace) -> dict:
         report["continued"] = {"history": history.to_dict(), "checkpoint": layout.flax_continued,
                                "global_batch": batch}
     write_json(layout.report("flax"), report)
+    ws._finished("flax", ([layout.flax_continued] if s.flax_steps else []) + [layout.report("flax")],
+                 inputs=["vocab", "train"], built_from={"flax_steps": s.flax_steps, "batch_size": s.batch_size})
     return report
 
 
@@ -349,6 +397,8 @@ def stage_convert(ws: Workspace) -> dict:
     from roformer_convert import convert, verify
 
     layout = ws.layout
+    ws._started("convert")
+    ws.stamp("train")
     folder = check_checkpoint(layout.classifier)
     original = Checkpoint(folder)
     rows, report = [], {"round_trips": {}}
@@ -374,6 +424,9 @@ def stage_convert(ws: Workspace) -> dict:
     report["verify"] = {"ok": result.ok, "reference": result.reference, "atol": result.atol,
                         "rows": {k: {"status": st, "diffs": d} for k, (st, d) in result.rows.items()}}
     write_json(layout.report("convert"), report)
+    ws._finished("convert", [os.path.join(layout.converted, fmt) for fmt in ("keras", "flax")]
+                 + [os.path.join(layout.converted, f"{fmt}-back") for fmt in ("keras", "flax")]
+                 + [layout.report("convert")], inputs=["train"])
     return report
 
 

@@ -10,6 +10,7 @@ Example:
 """
 
 from roformer_core.config import RoFormerConfig
+from roformer_core.pipelines import flax_pipeline as pipeline
 from roformer_flax.modeling import (MODEL_CLASSES, FlaxRoFormerForCausalLM, FlaxRoFormerForMaskedLM,
                                     FlaxRoFormerForMultipleChoice, FlaxRoFormerForQuestionAnswering,
                                     FlaxRoFormerForSequenceClassification, FlaxRoFormerForTokenClassification,
@@ -18,7 +19,7 @@ from roformer_flax.modeling import (MODEL_CLASSES, FlaxRoFormerForCausalLM, Flax
                                     RoFormerForSequenceClassification, RoFormerForTokenClassification, RoFormerModel,
                                     RoFormerPreTrainedModel, params_to_state_dict)
 
-__all__ = ["RoFormerConfig", "MODEL_CLASSES", "RoFormerModel", "RoFormerForMaskedLM", "RoFormerForCausalLM",
+__all__ = ["RoFormerConfig", "pipeline", "MODEL_CLASSES", "RoFormerModel", "RoFormerForMaskedLM", "RoFormerForCausalLM",
            "RoFormerForSequenceClassification", "RoFormerForMultipleChoice", "RoFormerForTokenClassification",
            "RoFormerForQuestionAnswering", "RoFormerPreTrainedModel", "params_to_state_dict",
            "FlaxRoFormerModel", "FlaxRoFormerForMaskedLM", "FlaxRoFormerForCausalLM",

@@ -22,9 +22,10 @@ import ml_dtypes
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from roformer_core.backends import Backend
+from roformer_core.backends import Backend, device_name
 from roformer_core.checkpoint import to_canonical_name
 from roformer_core.config import RoFormerConfig
+from roformer_core.errors import InputError
 from roformer_core.lifecycle import Lifecycle, check_state_dict
 
 MSGPACK_NAME = "flax_model.msgpack"
@@ -124,6 +125,66 @@ class FlaxBackend(Backend):
 
     def from_config(self, head, config, seed=0):
         return self.model_class(head).from_config(config, seed=seed)
+
+    def place(self, model, device):
+        name = device_name(device)
+        if name is None:
+            return model
+        kind, _, index = name.partition(":")
+        try:
+            found = jax.devices({"cuda": "gpu"}.get(kind, kind))
+        except RuntimeError:
+            found = []
+        if int(index or 0) >= len(found):
+            raise InputError(f"device {name} asked for, but jax sees {len(found)} {kind} device(s)")
+        model.params = jax.device_put(model.params, found[int(index or 0)])
+        return model
+
+    def infer(self, model, inputs, fields=("logits",)):
+        arrays = {k: np.asarray(v) for k, v in inputs.items() if v is not None}
+        if model.head == "multiple_choice":
+            return super().infer(model, inputs, fields)
+        ids = arrays["input_ids"]
+        batch, length = ids.shape
+        # compiled once per padded shape: batch to a power of two, length to a multiple of 16
+        rows, cols = _bucket(batch), -(-length // 16) * 16
+        feed = {}
+        for name in ("input_ids", "attention_mask", "token_type_ids"):
+            if name in arrays:
+                padded = np.zeros((rows, cols), np.int32)
+                padded[:batch, :length] = arrays[name]
+                feed[name] = padded
+        count = None
+        if "prediction_mask" in arrays:  # a data-dependent count: gathered at a padded list of positions
+            where = np.nonzero(arrays["prediction_mask"])
+            count = len(where[0])
+            positions = np.zeros((2, _bucket(max(count, 1))), np.int32)
+            positions[:, :count] = where
+            feed["prediction_positions"] = (positions[0], positions[1])
+        key = ("infer", tuple(sorted(feed)), tuple(fields))
+        if key not in model._cache:
+            module = model.module  # not the model: the cache is shared and must not hold params
+
+            def forward(params, feed):
+                out = module.apply({"params": params}, **feed)
+                return {k: out[k].astype(jnp.float32) for k in fields}
+            model._cache[key] = jax.jit(forward)
+        leaf = jax.tree_util.tree_leaves(model.params)[0]
+        device = next(iter(leaf.devices())) if hasattr(leaf, "devices") else None
+        out = model._cache[key](model.params, jax.device_put(feed, device))
+        per_token = model.head not in ("sequence_classification", "multiple_choice")
+        result = {}
+        for k, v in out.items():
+            v = np.asarray(v)
+            if count is not None and k == "logits":
+                result[k] = v[:count]
+            else:
+                result[k] = v[:batch, :length] if per_token else v[:batch]
+        return result
+
+
+def _bucket(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
 
     def predictor(self, model, field="logits"):
         # params are an argument, not a constant baked into the compiled function

@@ -37,7 +37,7 @@ from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
 from roformer_core.heads import problem_type as _problem_type
-from roformer_core.inputs import ArrayFacts, validate_inputs
+from roformer_core.inputs import LABEL_INPUTS, ArrayFacts, validate_inputs
 from roformer_core.lifecycle import HUB_OPTIONS
 from roformer_flax.adapter import LIFECYCLE, MSGPACK_NAME, params_to_state_dict  # noqa: F401 (public names)
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
@@ -57,6 +57,8 @@ ACT2FN = {
     "selu": jax.nn.selu,
     "silu": jax.nn.silu,
 }
+#: the pooler's activations (``config.pooler_activation``): tanh as in BERT, none for RoFormer-Sim
+POOLER_ACT2FN = {"tanh": jnp.tanh, "linear": lambda x: x, **ACT2FN}
 
 # Outputs returned from jax.jit / pmap must be pytrees; None fields are empty subtrees.
 for _cls in (BaseModelOutput, MaskedLMOutput, CausalLMOutput, SequenceClassifierOutput, TokenClassifierOutput,
@@ -79,7 +81,10 @@ class _Module(nn.Module):
         return nn.Dense(features, use_bias=use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
                         kernel_init=nn.initializers.normal(self.config.initializer_range))
 
-    def _layer_norm(self) -> nn.LayerNorm:
+    def _layer_norm(self) -> nn.Module:
+        """The norm of ``config.norm_type``: LayerNorm (V1) or the parameter-free RMS norm (V2)."""
+        if self.config.norm_type == "rms_norm":
+            return RMSNorm(self.config.layer_norm_eps, self.dtype)
         # two-pass variance, as PyTorch computes it: the one-pass form costs parity digits
         return nn.LayerNorm(epsilon=self.config.layer_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype,
                             use_fast_variance=False)
@@ -92,9 +97,20 @@ class _Module(nn.Module):
         return cls(self.config, self.dtype, self.param_dtype, **kwargs)
 
 
+class RMSNorm(nn.Module):
+    """RoFormer-V2's norm: ``x / sqrt(mean(x^2) + eps)`` over the last axis, no parameters (float32 inside)."""
+
+    eps: float
+    dtype: Any = jnp.float32
+
+    def __call__(self, x):
+        h = x.astype(jnp.float32)
+        return (h * lax.rsqrt(jnp.mean(jnp.square(h), axis=-1, keepdims=True) + self.eps)).astype(self.dtype)
+
+
 # -- encoder ------------------------------------------------------------------------------
 class RoFormerEmbeddings(_Module):
-    """word + token-type embeddings -> LayerNorm -> dropout (no position embedding: RoPE)."""
+    """word + token-type embeddings -> norm -> dropout (no position embedding: RoPE)."""
 
     def setup(self):
         self.word_embeddings = self._embed(self.config.vocab_size, self.config.embedding_size)
@@ -137,9 +153,9 @@ class RoFormerSelfAttention(_Module):
     def setup(self):
         self.num_heads = self.config.num_attention_heads
         self.head_dim = self.config.head_dim
-        self.query = self._linear(self.config.hidden_size)
-        self.key = self._linear(self.config.hidden_size)
-        self.value = self._linear(self.config.hidden_size)
+        self.query = self._linear(self.config.hidden_size, self.config.use_bias)
+        self.key = self._linear(self.config.hidden_size, self.config.use_bias)
+        self.value = self._linear(self.config.hidden_size, self.config.use_bias)
         self.dropout = nn.Dropout(self.config.attention_probs_dropout_prob)
         self.rotary_value = self.config.rotary_value
 
@@ -185,10 +201,10 @@ class RoFormerSelfAttention(_Module):
 
 
 class RoFormerSelfOutput(_Module):
-    """dense -> dropout -> residual -> LayerNorm."""
+    """dense -> dropout -> residual -> norm."""
 
     def setup(self):
-        self.dense = self._linear(self.config.hidden_size)
+        self.dense = self._linear(self.config.hidden_size, self.config.use_bias)
         self.LayerNorm = self._layer_norm()
         self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
 
@@ -216,7 +232,7 @@ class RoFormerIntermediate(_Module):
     """dense -> activation."""
 
     def setup(self):
-        self.dense = self._linear(self.config.intermediate_size)
+        self.dense = self._linear(self.config.intermediate_size, self.config.use_bias)
         self.intermediate_act_fn = ACT2FN[self.config.hidden_act]
 
     def __call__(self, hidden_states):
@@ -224,10 +240,10 @@ class RoFormerIntermediate(_Module):
 
 
 class RoFormerOutput(_Module):
-    """dense -> dropout -> residual -> LayerNorm."""
+    """dense -> dropout -> residual -> norm."""
 
     def setup(self):
-        self.dense = self._linear(self.config.hidden_size)
+        self.dense = self._linear(self.config.hidden_size, self.config.use_bias)
         self.LayerNorm = self._layer_norm()
         self.dropout = nn.Dropout(self.config.hidden_dropout_prob)
 
@@ -236,7 +252,7 @@ class RoFormerOutput(_Module):
 
 
 class RoFormerLayer(_Module):
-    """attention -> (cross-attention) -> feed-forward, post-LayerNorm."""
+    """attention -> (cross-attention) -> feed-forward, post-norm."""
 
     def setup(self):
         self.attention = self._child(RoFormerAttention)
@@ -361,14 +377,39 @@ class RoFormerLMPredictionHead(_Module):
         return logits + jnp.asarray(self.bias, self.dtype)
 
 
+class RoFormerV2LMPredictionHead(_Module):
+    """RoFormer-V2's LM head: only the decoder (the word embeddings unless untied), no transform, no bias."""
+
+    def setup(self):
+        if not self.config.tie_word_embeddings:
+            self.decoder = self._linear(self.config.vocab_size, use_bias=False)
+
+    def __call__(self, hidden_states, word_embeddings):
+        if self.config.tie_word_embeddings:
+            return hidden_states @ jnp.asarray(word_embeddings, self.dtype).T
+        return self.decoder(hidden_states)
+
+
 class RoFormerOnlyMLMHead(_Module):
     """The ``cls`` of the LM heads: only the predictions."""
 
     def setup(self):
-        self.predictions = self._child(RoFormerLMPredictionHead)
+        v2 = self.config.norm_type == "rms_norm"
+        self.predictions = self._child(RoFormerV2LMPredictionHead if v2 else RoFormerLMPredictionHead)
 
     def __call__(self, sequence_output, word_embeddings):
         return self.predictions(sequence_output, word_embeddings)
+
+
+class RoFormerPooler(_Module):
+    """First token -> dense -> ``pooler_activation`` (``pooler_output``; RoFormer-Sim's sentence vector)."""
+
+    def setup(self):
+        self.dense = self._linear(self.config.hidden_size)
+        self.activation = POOLER_ACT2FN[self.config.pooler_activation]
+
+    def __call__(self, hidden_states):
+        return self.activation(self.dense(hidden_states[:, 0]))
 
 
 class RoFormerClassificationHead(_Module):
@@ -478,6 +519,8 @@ class RoFormerPreTrainedModel:
     """The model object of the reference Flax API: ``.module``, ``.params``, ``__call__``, loading, saving.
 
     ``dtype`` is the computation dtype, ``param_dtype`` the storage dtype of the params.
+    ``add_pooling_layer`` (as the ``roformer`` port's ``RoFormerModel`` takes it) adds
+    ``roformer/pooler`` and ``pooler_output``; None follows the config.
     """
 
     head = "model"
@@ -486,7 +529,9 @@ class RoFormerPreTrainedModel:
     dummy_shape = (1, 1)
 
     def __init__(self, config: RoFormerConfig, input_shape: tuple | None = None, seed: int = 0,
-                 dtype=jnp.float32, param_dtype=jnp.float32, _do_init: bool = True):
+                 dtype=jnp.float32, param_dtype=jnp.float32, _do_init: bool = True,
+                 add_pooling_layer: bool | None = None):
+        config = with_pooler(config, add_pooling_layer)
         self.config = config
         self.dtype = dtype
         self.param_dtype = param_dtype
@@ -573,17 +618,23 @@ class RoFormerPreTrainedModel:
                                               or self.config.attention_probs_dropout_prob > 0):
             raise InputError("train=True with dropout in the config needs dropout_rng (a jax.random key)")
         arrays = {k: _as_array(v) for k, v in kwargs.items()}
+        input_ids, attention_mask, token_type_ids = (_as_array(x) for x in (input_ids, attention_mask, token_type_ids))
+        # the whole call, labels included, on the concrete arrays: the module only sees shapes under jit
+        check_inputs(self.config, input_ids, attention_mask, token_type_ids, arrays.get("inputs_embeds"), None,
+                     self.head, arrays.get("encoder_hidden_states"),
+                     **{k: arrays[k] for k in LABEL_INPUTS if arrays.get(k) is not None})
         prediction_mask = arrays.pop("prediction_mask", None)
         if prediction_mask is not None:  # a data-dependent count: resolved here, on the concrete mask
             arrays["prediction_positions"] = tuple(jnp.asarray(i) for i in np.nonzero(np.asarray(prediction_mask)))
-        return self.module.apply({"params": self.params if params is None else params}, _as_array(input_ids),
-                                 _as_array(attention_mask), _as_array(token_type_ids), _as_array(head_mask),
+        return self.module.apply({"params": self.params if params is None else params}, input_ids,
+                                 attention_mask, token_type_ids, _as_array(head_mask),
                                  output_attentions=output_attentions, output_hidden_states=output_hidden_states,
                                  return_dict=return_dict, deterministic=not train,
                                  rngs={} if dropout_rng is None else {"dropout": dropout_rng}, **arrays)
 
     @classmethod
-    def from_config(cls, config: RoFormerConfig, dtype=jnp.float32, param_dtype=jnp.float32, seed: int = 0):
+    def from_config(cls, config: RoFormerConfig, dtype=jnp.float32, param_dtype=jnp.float32, seed: int = 0,
+                    add_pooling_layer: bool | None = None):
         """A freshly initialised model.
 
         Example:
@@ -591,8 +642,10 @@ class RoFormerPreTrainedModel:
             ...                      num_attention_heads=4, intermediate_size=64)
             >>> RoFormerModel.from_config(cfg).params["embeddings"]["word_embeddings"]["embedding"].shape
             (100, 32)
+            >>> RoFormerModel.from_config(cfg, add_pooling_layer=True).params["pooler"]["dense"]["kernel"].shape
+            (32, 32)
         """
-        return cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype)
+        return cls(config, seed=seed, dtype=dtype, param_dtype=param_dtype, add_pooling_layer=add_pooling_layer)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype=jnp.float32, param_dtype=None,
@@ -642,27 +695,32 @@ def _as_array(x):
     return jnp.asarray(x)
 
 
+def with_pooler(config: RoFormerConfig, add_pooling_layer: bool | None) -> RoFormerConfig:
+    """``config`` with ``add_pooling_layer`` set when it is given and differs (a copy: the caller's stays as it is)."""
+    if add_pooling_layer is None or add_pooling_layer == config.add_pooling_layer:
+        return config
+    return config.replace(add_pooling_layer=bool(add_pooling_layer))
+
+
 def _concrete(x) -> bool:
     return x is not None and not isinstance(x, jax.core.Tracer)
 
 
 def check_inputs(config: RoFormerConfig, input_ids, attention_mask, token_type_ids, inputs_embeds,
-                 past_length: int = 0, head: str = "model", encoder_hidden_states=None) -> None:
-    """One clear :class:`InputError` for missing, mistyped or mis-shaped inputs (``roformer_core.inputs``).
-    Id values are checked only when concrete: under ``jax.jit`` they are unknown until run."""
-    facts = {"input_ids": _facts(input_ids), "attention_mask": _facts(attention_mask),
-             "token_type_ids": _facts(token_type_ids)}
+                 past_length: int | None = 0, head: str = "model", encoder_hidden_states=None, **labels) -> None:
+    """One clear :class:`InputError` for missing, mistyped or mis-shaped inputs or labels
+    (``roformer_core.inputs.validate_inputs``). Values are checked only when concrete: under
+    ``jax.jit`` they are unknown until run (``make_train_step`` checks each batch on the host)."""
+    arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids, **labels}
+    facts = {k: _facts(k, v) for k, v in arrays.items() if v is not None}
     if inputs_embeds is not None:
         facts["inputs_embeds"] = ArrayFacts(tuple(inputs_embeds.shape), False)
     validate_inputs(config, head, facts, past_length, encoder_hidden_states is not None)
 
 
-def _facts(x) -> ArrayFacts | None:
-    if x is None:
-        return None
+def _facts(name: str, x) -> ArrayFacts:
     integer = bool(jnp.issubdtype(x.dtype, jnp.integer))
-    low, high = (int(x.min()), int(x.max())) if integer and _concrete(x) and x.size else (None, None)
-    return ArrayFacts(tuple(x.shape), integer, low, high)
+    return ArrayFacts.of(np.asarray(x) if integer and _concrete(x) else None, tuple(x.shape), integer, name)
 
 
 def _check_cache_room(cache_index, seq_length: int, capacity: int) -> None:
@@ -673,14 +731,29 @@ def _check_cache_room(cache_index, seq_length: int, capacity: int) -> None:
                          f"tokens do not fit (make a larger one with init_cache)")
 
 
-def _extended_mask(attention_mask, input_shape, offset, key_length: int, is_decoder: bool, dtype):
-    """Additive mask [batch, 1, q, k] (or [batch, 1, 1, k]); None when nothing is masked."""
+def _extended_mask(attention_mask, input_shape, offset, key_length: int, is_decoder: bool, dtype,
+                   unilm_types=None):
+    """Additive mask [batch, 1, q, k] (or [batch, 1, 1, k]); None when nothing is masked.
+
+    ``unilm_types`` (the new tokens' token types, ``config.unilm``) replaces the causal mask by
+    the UniLM one (``roformer_core.generation.unilm_attention_mask``). Cumulative sums only grow,
+    so a cached position never has a larger one than a new token: cached positions are always
+    visible, and the new tokens compare the cumulative sums of their own types, which is why
+    incremental decoding equals the one-pass forward without the cache's token types.
+    """
     batch, seq = input_shape
     mask = None
     if attention_mask is not None:
         mask = attention_mask[:, None, :, :] if attention_mask.ndim == 3 else attention_mask[:, None, None, :]
         mask = mask.astype(bool)
-    if is_decoder:  # each query sees the cache and itself and what came before
+    if unilm_types is not None:
+        idx = jnp.cumsum(unilm_types, axis=-1)
+        new = idx[:, None, :] <= idx[:, :, None]
+        # a fixed buffer's unwritten positions (past offset + seq) are never visible
+        cached = jnp.broadcast_to((jnp.arange(key_length) < offset)[None, None, :], (new.shape[0], seq, key_length))
+        unilm = lax.dynamic_update_slice(cached, new, (0, 0, offset))[:, None]
+        mask = unilm if mask is None else mask & unilm
+    elif is_decoder:  # each query sees the cache and itself and what came before
         q = offset + jnp.arange(seq)[:, None]
         causal = (jnp.arange(key_length)[None, :] <= q)[None, None]
         mask = causal if mask is None else mask & causal
@@ -712,6 +785,8 @@ class RoFormerModule(_Module):
         if self.config.embedding_size != self.config.hidden_size:
             self.embeddings_project = self._linear(self.config.hidden_size)
         self.encoder = self._child(RoFormerEncoder)
+        if self.config.add_pooling_layer:
+            self.pooler = self._child(RoFormerPooler)
 
     def __call__(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
                  encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, cache_index=None,
@@ -724,12 +799,16 @@ class RoFormerModule(_Module):
                      encoder_hidden_states=encoder_hidden_states)
         if cache_index is not None:
             _check_cache_room(cache_index, seq_length, key_length)
-        use_cache = self.config.is_decoder and (self.config.use_cache if use_cache is None else use_cache)
+        c = self.config
+        use_cache = (c.is_decoder or c.unilm) and (c.use_cache if use_cache is None else use_cache)
         hidden = self.embeddings(input_ids, token_type_ids, inputs_embeds, deterministic)
         if self.config.embedding_size != self.config.hidden_size:
             hidden = self.embeddings_project(hidden)
-        mask = _extended_mask(attention_mask, hidden.shape[:2], offset, key_length, self.config.is_decoder,
-                              self.dtype)
+        unilm_types = None
+        if c.unilm:  # no token types: all segment 0, bidirectional (the cached positions stay visible)
+            unilm_types = token_type_ids if token_type_ids is not None else jnp.zeros(hidden.shape[:2], jnp.int32)
+        mask = _extended_mask(attention_mask, hidden.shape[:2], offset, key_length, c.is_decoder, self.dtype,
+                              unilm_types)
         encoder_mask = None
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
             encoder_mask = _extended_mask(encoder_attention_mask, encoder_hidden_states.shape[:2], 0,
@@ -737,6 +816,8 @@ class RoFormerModule(_Module):
         out = self.encoder(hidden, mask, _head_mask(head_mask, self.config.num_hidden_layers, self.dtype),
                            encoder_hidden_states, encoder_mask, past_key_values, cache_index, use_cache,
                            output_attentions, output_hidden_states, deterministic)
+        if self.config.add_pooling_layer:
+            out.pooler_output = self.pooler(out.last_hidden_state)
         return out if return_dict else out.to_tuple()
 
 
@@ -816,12 +897,18 @@ class RoFormerForCausalLMModule(_Module):
         logits = self.cls(out.last_hidden_state, self.roformer.embeddings.word_embeddings.embedding)
         loss = shifted_token_cross_entropy(logits, labels) if labels is not None else None
         result = CausalLMOutput(loss, logits, out.past_key_values, out.hidden_states, out.attentions,
-                                out.cross_attentions)
+                                out.cross_attentions, out.pooler_output)
         return result if return_dict else result.to_tuple()
 
 
 class RoFormerForCausalLM(RoFormerPreTrainedModel):
     """RoFormer decoder with the LM head: causal mask, cache, cross-attention, ``generate``.
+
+    With ``config.unilm`` (RoFormer-Sim) the mask is UniLM's instead of the causal one: the
+    source (token type 0) is read bidirectionally and the target (type 1) causally, in one
+    pass; train seq2seq with ``labels=roformer_core.generation.seq2seq_labels(ids, types)``
+    (the target's ids, -100 elsewhere; shifted like any causal LM), and ``generate`` gives
+    the new tokens type 1. ``pooler_output`` is there when the model has a pooler.
 
     Example:
         >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
@@ -829,15 +916,19 @@ class RoFormerForCausalLM(RoFormerPreTrainedModel):
         >>> model = RoFormerForCausalLM.from_config(cfg)
         >>> model.generate(np.array([[2, 5]]), max_new_tokens=3).shape
         (1, 5)
+        >>> sim = RoFormerForCausalLM.from_config(cfg.replace(unilm=True), add_pooling_layer=True)
+        >>> sim.generate(np.array([[2, 5, 3]]), max_new_tokens=4, do_sample=True, top_p=0.9,
+        ...              num_return_sequences=3, seed=0).shape
+        (3, 7)
     """
 
     head = "causal_lm"
     module_class = RoFormerForCausalLMModule
 
     def __init__(self, config: RoFormerConfig, *args, **kwargs):
-        if not config.is_decoder:
-            warnings.warn("RoFormerForCausalLM with is_decoder=False has no causal mask; set is_decoder=True",
-                          stacklevel=2)
+        if not (config.is_decoder or config.unilm):
+            warnings.warn("RoFormerForCausalLM with is_decoder=False has no causal mask; set is_decoder=True "
+                          "(or unilm=True for UniLM seq2seq)", stacklevel=2)
         super().__init__(config, *args, **kwargs)
 
     def init_cache(self, batch_size: int, max_length: int):
@@ -861,8 +952,8 @@ class RoFormerForCausalLM(RoFormerPreTrainedModel):
         if "decode" not in self._cache:
             module = self.module  # not self: the shared cache must not keep this model's params alive
 
-            def step(params, ids, mask, cache, index, encoder_hidden_states, encoder_attention_mask):
-                out = module.apply({"params": params}, ids, mask, encoder_hidden_states=encoder_hidden_states,
+            def step(params, ids, mask, types, cache, index, encoder_hidden_states, encoder_attention_mask):
+                out = module.apply({"params": params}, ids, mask, types, encoder_hidden_states=encoder_hidden_states,
                                    encoder_attention_mask=encoder_attention_mask, past_key_values=cache,
                                    cache_index=index, use_cache=True)
                 return out.logits[:, -1].astype(jnp.float32), out.past_key_values
@@ -871,31 +962,45 @@ class RoFormerForCausalLM(RoFormerPreTrainedModel):
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id=None, pad_token_id=None,
-                 seed=None, encoder_hidden_states=None, encoder_attention_mask=None, params=None) -> jax.Array:
-        """Greedy or sampled continuation (temperature, top-k, top-p) using the key/value cache."""
+                 seed=None, encoder_hidden_states=None, encoder_attention_mask=None, token_type_ids=None,
+                 num_return_sequences: int = 1, params=None) -> jax.Array:
+        """Greedy or sampled continuation (temperature, top-k, top-p) using the key/value cache.
+
+        ``num_return_sequences`` samples per prompt (rows ``i*n .. i*n+n-1`` for prompt i);
+        ``token_type_ids`` are the prompt's; with ``config.unilm`` new tokens get type 1
+        (paraphrase generation: the prompt is the source). Tokens are chosen in
+        ``roformer_core.generation``, so every backend picks the same ones for a seed.
+        """
         ids = np.asarray(input_ids)
+        types = None if token_type_ids is None else np.asarray(token_type_ids)
         # the decode step is compiled: out-of-range ids would give garbage there, not an error
-        check_inputs(self.config, ids, None if attention_mask is None else np.asarray(attention_mask), None, None)
-        batch, length = ids.shape
-        capacity = length + max_new_tokens
+        check_inputs(self.config, ids, None if attention_mask is None else np.asarray(attention_mask), types, None)
+        capacity = ids.shape[1] + max_new_tokens
         step_fn = self._decode_step()
         params = self.params if params is None else params
         enc = _as_array(encoder_hidden_states)
         enc_mask = _as_array(encoder_attention_mask)
+        if num_return_sequences > 1 and enc is not None:  # one copy per returned sequence, like the prompts
+            enc = jnp.repeat(enc, num_return_sequences, axis=0)
+            enc_mask = None if enc_mask is None else jnp.repeat(enc_mask, num_return_sequences, axis=0)
 
-        def step(new_ids, mask, past):
+        def step(new_ids, mask, past, token_type_ids=None):
+            batch = new_ids.shape[0]
             cache, index = past if past is not None else (self.init_cache(batch, capacity), 0)
             full_mask = np.zeros((batch, capacity), np.int32)  # fixed shape: one compiled step for every position
             full_mask[:, :mask.shape[1]] = mask
-            logits, cache = step_fn(params, jnp.asarray(new_ids, jnp.int32), jnp.asarray(full_mask), cache,
-                                    jnp.asarray(index, jnp.int32), enc, enc_mask)
+            new_types = np.zeros_like(new_ids) if token_type_ids is None else token_type_ids
+            logits, cache = step_fn(params, jnp.asarray(new_ids, jnp.int32), jnp.asarray(full_mask),
+                                    jnp.asarray(new_types, jnp.int32), cache, jnp.asarray(index, jnp.int32), enc,
+                                    enc_mask)
             return np.asarray(logits), (cache, index + new_ids.shape[1])
 
         out = generate_loop(step, input_ids, None if attention_mask is None else np.asarray(attention_mask),
                             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                             top_k=top_k, top_p=top_p, eos_token_id=eos_token_id,
                             pad_token_id=self.config.pad_token_id if pad_token_id is None else pad_token_id,
-                            seed=seed)
+                            seed=seed, token_type_ids=types, new_token_type=1 if self.config.unilm else None,
+                            num_return_sequences=num_return_sequences)
         return jnp.asarray(out)
 
 

@@ -10,6 +10,7 @@ Example:
 """
 
 from roformer_core.config import RoFormerConfig
+from roformer_core.pipelines import tf_pipeline as pipeline
 from roformer_tf.modeling import (MODEL_CLASSES, RoFormerForCausalLM, RoFormerForMaskedLM, RoFormerForMultipleChoice,
                                   RoFormerForQuestionAnswering, RoFormerForSequenceClassification,
                                   RoFormerForTokenClassification, RoFormerModel, RoFormerPreTrainedModel,
@@ -17,7 +18,7 @@ from roformer_tf.modeling import (MODEL_CLASSES, RoFormerForCausalLM, RoFormerFo
                                   TFRoFormerForQuestionAnswering, TFRoFormerForSequenceClassification,
                                   TFRoFormerForTokenClassification, TFRoFormerModel, TFRoFormerPreTrainedModel)
 
-__all__ = ["RoFormerConfig", "MODEL_CLASSES", "RoFormerModel", "RoFormerForMaskedLM", "RoFormerForCausalLM",
+__all__ = ["RoFormerConfig", "pipeline", "MODEL_CLASSES", "RoFormerModel", "RoFormerForMaskedLM", "RoFormerForCausalLM",
            "RoFormerForSequenceClassification", "RoFormerForMultipleChoice", "RoFormerForTokenClassification",
            "RoFormerForQuestionAnswering", "RoFormerPreTrainedModel", "TFRoFormerModel", "TFRoFormerForMaskedLM",
            "TFRoFormerForCausalLM", "TFRoFormerForSequenceClassification", "TFRoFormerForMultipleChoice",

@@ -16,11 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import weakref
+
 import ml_dtypes
 import numpy as np
 
-from roformer_core.backends import Backend
+from roformer_core.backends import Backend, device_name
 from roformer_core.config import RoFormerConfig
+from roformer_core.errors import InputError
 from roformer_core.lifecycle import Lifecycle
 
 
@@ -40,7 +43,7 @@ class KerasLifecycle(Lifecycle):
     dtypes = {"F16": "float16", "BF16": "bfloat16"}
 
     def build(self, cls, config, tag, dtype=None):
-        return cls(config, dtype=self.dtypes.get(tag) if dtype is None else dtype)
+        return cls.from_roformer_config(config, dtype=self.dtypes.get(tag) if dtype is None else dtype)
 
     def variables(self, model):
         for name, variable, transpose in model.named_variables():
@@ -65,9 +68,6 @@ class KerasBackend(Backend):
         array = np.asarray(value)
         return array.astype(np.float32) if array.dtype == ml_dtypes.bfloat16 else array
 
-    def forward(self, model, inputs, **options):
-        return model(**inputs, training=False, **options)
-
     def load(self, head, path, dtype="float32", **kwargs):
         return self.model_class(head).from_pretrained(path, dtype=dtype, **kwargs)
 
@@ -89,7 +89,59 @@ class KerasBackend(Backend):
         import keras
 
         keras.utils.set_random_seed(seed)
-        return self.model_class(head).from_config(config)
+        return self.model_class(head).from_roformer_config(config)
+
+    def place(self, model, device):
+        import tensorflow as tf
+
+        name = device_name(device)
+        if name is None:
+            return model
+        if name.startswith("tpu"):
+            raise InputError(f"the {self.name} backend cannot run on {name}")
+        if name != "cpu":
+            gpus = tf.config.list_logical_devices("GPU")
+            if int(name.split(":")[1]) >= len(gpus):
+                raise InputError(f"device {name} asked for, but TensorFlow sees {len(gpus)} GPU(s)")
+        _DEVICES[model] = "/CPU:0" if name == "cpu" else "/GPU:" + name.split(":")[1]
+        return model
+
+    def forward(self, model, inputs, **options):
+        import tensorflow as tf
+
+        with tf.device(_DEVICES.get(model, "")):
+            return model(**inputs, training=False, **options)
+
+    def infer(self, model, inputs, fields=("logits",)):
+        import tensorflow as tf
+
+        names = tuple(sorted(k for k, v in inputs.items() if v is not None))
+        functions = _INFER.setdefault(model, {})
+        key = (names, tuple(fields))
+        first = key not in functions
+        if first:  # one graph per set of inputs; any batch and length
+            spec = [tf.TensorSpec([None, None], tf.bool if n == "prediction_mask" else tf.int32, name=n) for n in names]
+            held = weakref.ref(model)  # the graph is stored beside the model: it must not keep it alive
+
+            def forward(*arrays):
+                out = held()(**dict(zip(names, arrays)), training=False)
+                return {k: tf.cast(out[k], tf.float32) for k in fields}
+            functions[key] = tf.function(forward, input_signature=spec)
+        feed = [np.asarray(inputs[n], bool if n == "prediction_mask" else np.int32) for n in names]
+        logger, level = tf.get_logger(), tf.get_logger().level
+        if first:  # each model traces its own graph once; TensorFlow would call that "excessive retracing"
+            logger.setLevel("ERROR")
+        try:
+            with tf.device(_DEVICES.get(model, "")):
+                out = functions[key](*feed)
+        finally:
+            logger.setLevel(level)
+        return {k: v.numpy() for k, v in out.items()}
+
+
+# per model, held only as long as the model lives: its device, and its compiled inference graphs
+_DEVICES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_INFER: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 BACKEND = KerasBackend()

@@ -1,21 +1,21 @@
 """RoFormer in Keras 3 (TensorFlow backend), top to bottom.
 
-The same classes, in the same order, with the same attribute names as
-``roformer_torch.modeling``: read the two files side by side and only framework
-differences remain. Keras variables map to the canonical checkpoint names by rule
-(:meth:`RoFormerPreTrainedModel.named_variables` walks the attribute tree the way
-torch's ``named_parameters`` does; ``roformer_core.checkpoint.to_canonical_name`` turns
-kernel/gamma/beta/embeddings into weight/bias and says when to transpose).
+The same classes in the same order as ``roformer_torch.modeling``; read them side by side.
+Every layer carries its torch attribute name as its Keras name (``name="LayerNorm"``) and
+builds its children inside ``keras.name_scope(self.name)``, so each variable's ``path`` is
+the layer names the reference TF classes use
+(``ro_former_for_masked_lm/roformer/encoder/layer_0/attention/self/query/kernel``), and
+``roformer_core.checkpoint.to_canonical_name`` maps it to the canonical checkpoint name
+(:meth:`RoFormerPreTrainedModel.named_variables`). Blocks are built at construction: the
+shapes come from the config.
 
-Keras-only parts live at the end of :class:`RoFormerPreTrainedModel`: the input forms of
-the reference TF classes, ``compile()`` without a loss training on the head's own loss,
-``get_config``/``from_config`` for ``.keras`` files, and ``export`` with a serving signature.
+The Keras face of the models (the reference TF input forms, ``compile()`` without a loss,
+``.keras`` files, ``export``) is ``roformer_tf.keras_api.KerasModelAPI``, which
+:class:`RoFormerPreTrainedModel` inherits.
 """
 
 from __future__ import annotations
 
-import collections.abc
-import inspect
 import math
 import os
 import warnings
@@ -23,20 +23,18 @@ from typing import Optional
 
 import keras
 import numpy as np
-import optree
 import tensorflow as tf
 
 from roformer_core.checkpoint import to_canonical_name
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
-from roformer_core.heads import ARRAY_ARGUMENTS, HEAD_TABLE, problem_type
-from roformer_core.inputs import ArrayFacts, validate_inputs
+from roformer_core.heads import HEAD_TABLE, problem_type
 from roformer_core.lifecycle import HUB_OPTIONS
 from roformer_tf.adapter import LIFECYCLE
-from roformer_core.io import atomic_dir
-from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, ModelOutput,
-                                   QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
+from roformer_tf.keras_api import KerasModelAPI, register_serializable
+from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
+                                   SequenceClassifierOutput, TokenClassifierOutput)
 from roformer_core.rotary import rotary_sin_cos, table_rows
 
 ACT2FN = {
@@ -46,24 +44,6 @@ ACT2FN = {
     "selu": keras.activations.selu,
     "silu": keras.activations.silu,
 }
-
-SERIALIZABLE_PACKAGE = "roformer_tf"
-
-
-def _register_keras_tree_node(cls):
-    """Let Keras' tree utilities (optree, namespace "keras") look inside an output dataclass, so
-    ``fit``/``evaluate`` can build compiled metrics and functional models can wrap a RoFormer.
-    Like the outputs' own ``keys()``, fields that are None are not part of the structure."""
-    try:
-        optree.register_pytree_node(cls, lambda out: (out.values(), tuple(out.keys()), tuple(out.keys())),
-                                    lambda names, children: cls(**dict(zip(names, children))), namespace="keras")
-    except ValueError:  # already registered (a module reload)
-        pass
-
-
-for _output_class in (BaseModelOutput, MaskedLMOutput, CausalLMOutput, SequenceClassifierOutput,
-                      TokenClassifierOutput, QuestionAnsweringModelOutput):
-    _register_keras_tree_node(_output_class)
 
 
 # -- Keras building blocks, built at construction (shapes come from the config) -------------
@@ -105,10 +85,11 @@ class RoFormerEmbeddings(keras.layers.Layer):
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.word_embeddings = _embedding(config, config.vocab_size, "word_embeddings", dtype)
-        self.token_type_embeddings = _embedding(config, config.type_vocab_size, "token_type_embeddings", dtype)
-        self.LayerNorm = _layer_norm(config, config.embedding_size, dtype)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
+        with keras.name_scope(self.name):
+            self.word_embeddings = _embedding(config, config.vocab_size, "word_embeddings", dtype)
+            self.token_type_embeddings = _embedding(config, config.type_vocab_size, "token_type_embeddings", dtype)
+            self.LayerNorm = _layer_norm(config, config.embedding_size, dtype)
+            self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
         self.built = True
 
     def call(self, input_ids=None, token_type_ids=None, inputs_embeds=None):
@@ -140,10 +121,11 @@ class RoFormerSelfAttention(keras.layers.Layer):
         dtype = self.dtype_policy
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
-        self.query = _dense(config, config.hidden_size, config.hidden_size, "query", dtype)
-        self.key = _dense(config, config.hidden_size, config.hidden_size, "key", dtype)
-        self.value = _dense(config, config.hidden_size, config.hidden_size, "value", dtype)
-        self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, dtype=dtype)
+        with keras.name_scope(self.name):
+            self.query = _dense(config, config.hidden_size, config.hidden_size, "query", dtype)
+            self.key = _dense(config, config.hidden_size, config.hidden_size, "key", dtype)
+            self.value = _dense(config, config.hidden_size, config.hidden_size, "value", dtype)
+            self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, dtype=dtype)
         self.rotary_value = config.rotary_value
         self.is_cross_attention = is_cross_attention
         self.built = True
@@ -191,9 +173,10 @@ class RoFormerSelfOutput(keras.layers.Layer):
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.dense = _dense(config, config.hidden_size, config.hidden_size, "dense", dtype)
-        self.LayerNorm = _layer_norm(config, config.hidden_size, dtype)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
+        with keras.name_scope(self.name):
+            self.dense = _dense(config, config.hidden_size, config.hidden_size, "dense", dtype)
+            self.LayerNorm = _layer_norm(config, config.hidden_size, dtype)
+            self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
         self.built = True
 
     def call(self, hidden_states, input_tensor):
@@ -203,24 +186,24 @@ class RoFormerSelfOutput(keras.layers.Layer):
 class RoFormerAttention(keras.layers.Layer):
     """Self (or cross) attention followed by its output block."""
 
-    #: Keras layers have a read-only ``output`` property (the functional API's); this tree
-    #: needs the torch attribute name for the output block, and is never used functionally.
-    output = None
-    #: Keras file saving skips attributes named like Layer's own (``output``); it walks this one.
-    _output_for_saving = property(lambda self: self.output)
+    #: ``.weights.h5``/``.keras`` files written before the output block was ``output_block`` hold it
+    #: under this name; Keras loads a layer again under its next attribute when the first one fails
+    _output_for_saving = property(lambda self: self.output_block)
 
     def __init__(self, config: RoFormerConfig, is_cross_attention: bool = False, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.self = RoFormerSelfAttention(config, is_cross_attention, name="self", dtype=dtype)
-        self.output = RoFormerSelfOutput(config, name="output", dtype=dtype)
+        with keras.name_scope(self.name):
+            self.self = RoFormerSelfAttention(config, is_cross_attention, name="self", dtype=dtype)
+            # Keras' Layer.output is read-only: the block keeps its name "output" under another attribute
+            self.output_block = RoFormerSelfOutput(config, name="output", dtype=dtype)
         self.built = True
 
     def call(self, hidden_states, attention_mask=None, sin_cos=None, head_mask=None, encoder_hidden_states=None,
              past_key_value=None, output_attentions=False):
         context, probs, present = self.self(hidden_states, attention_mask, sin_cos, head_mask, encoder_hidden_states,
                                             past_key_value, output_attentions=output_attentions)
-        return self.output(context, hidden_states), probs, present
+        return self.output_block(context, hidden_states), probs, present
 
 
 class RoFormerIntermediate(keras.layers.Layer):
@@ -228,7 +211,8 @@ class RoFormerIntermediate(keras.layers.Layer):
 
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
-        self.dense = _dense(config, config.hidden_size, config.intermediate_size, "dense", self.dtype_policy)
+        with keras.name_scope(self.name):
+            self.dense = _dense(config, config.hidden_size, config.intermediate_size, "dense", self.dtype_policy)
         self.intermediate_act_fn = ACT2FN[config.hidden_act]
         self.built = True
 
@@ -242,9 +226,10 @@ class RoFormerOutput(keras.layers.Layer):
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.dense = _dense(config, config.intermediate_size, config.hidden_size, "dense", dtype)
-        self.LayerNorm = _layer_norm(config, config.hidden_size, dtype)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
+        with keras.name_scope(self.name):
+            self.dense = _dense(config, config.intermediate_size, config.hidden_size, "dense", dtype)
+            self.LayerNorm = _layer_norm(config, config.hidden_size, dtype)
+            self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
         self.built = True
 
     def call(self, hidden_states, input_tensor):
@@ -254,18 +239,18 @@ class RoFormerOutput(keras.layers.Layer):
 class RoFormerLayer(keras.layers.Layer):
     """attention -> (cross-attention) -> feed-forward, post-LayerNorm."""
 
-    output = None  # see RoFormerAttention.output
-    _output_for_saving = property(lambda self: self.output)
+    _output_for_saving = property(lambda self: self.output_block)  # see RoFormerAttention
 
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.attention = RoFormerAttention(config, name="attention", dtype=dtype)
-        if config.is_decoder and config.add_cross_attention:
-            self.crossattention = RoFormerAttention(config, is_cross_attention=True, name="crossattention",
-                                                    dtype=dtype)
-        self.intermediate = RoFormerIntermediate(config, name="intermediate", dtype=dtype)
-        self.output = RoFormerOutput(config, name="output", dtype=dtype)
+        with keras.name_scope(self.name):
+            self.attention = RoFormerAttention(config, name="attention", dtype=dtype)
+            if config.is_decoder and config.add_cross_attention:
+                self.crossattention = RoFormerAttention(config, is_cross_attention=True, name="crossattention",
+                                                        dtype=dtype)
+            self.intermediate = RoFormerIntermediate(config, name="intermediate", dtype=dtype)
+            self.output_block = RoFormerOutput(config, name="output", dtype=dtype)
         self.built = True
 
     def call(self, hidden_states, attention_mask=None, sin_cos=None, head_mask=None, encoder_hidden_states=None,
@@ -281,7 +266,7 @@ class RoFormerLayer(keras.layers.Layer):
                 hidden_states, encoder_attention_mask, None, head_mask, encoder_hidden_states, cross_past,
                 output_attentions=output_attentions)
             present = present + cross_present
-        hidden_states = self.output(self.intermediate(hidden_states), hidden_states)
+        hidden_states = self.output_block(self.intermediate(hidden_states), hidden_states)
         return hidden_states, self_probs, cross_probs, present
 
 
@@ -319,8 +304,9 @@ class RoFormerEncoder(keras.layers.Layer):
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         self.config = config
-        self.layer = [RoFormerLayer(config, name=f"layer_{i}", dtype=self.dtype_policy)
-                      for i in range(config.num_hidden_layers)]
+        with keras.name_scope(self.name):
+            self.layer = [RoFormerLayer(config, name=f"layer_{i}", dtype=self.dtype_policy)
+                          for i in range(config.num_hidden_layers)]
         self._rotary = _RotaryTable(table_rows(0, config.max_position_embeddings), config.head_dim)
         self.built = True
 
@@ -369,9 +355,10 @@ class RoFormerPredictionHeadTransform(keras.layers.Layer):
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.dense = _dense(config, config.hidden_size, config.embedding_size, "dense", dtype)
-        self.transform_act_fn = ACT2FN[config.hidden_act]
-        self.LayerNorm = _layer_norm(config, config.embedding_size, dtype)
+        with keras.name_scope(self.name):
+            self.dense = _dense(config, config.hidden_size, config.embedding_size, "dense", dtype)
+            self.transform_act_fn = ACT2FN[config.hidden_act]
+            self.LayerNorm = _layer_norm(config, config.embedding_size, dtype)
         self.built = True
 
     def call(self, hidden_states):
@@ -384,10 +371,12 @@ class RoFormerLMPredictionHead(keras.layers.Layer):
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.transform = RoFormerPredictionHeadTransform(config, name="transform", dtype=dtype)
-        if not config.tie_word_embeddings:
-            self.decoder = _dense(config, config.embedding_size, config.vocab_size, "decoder", dtype, use_bias=False)
-        self.bias = self.add_weight(shape=(config.vocab_size,), initializer="zeros", name="bias")
+        with keras.name_scope(self.name):
+            self.transform = RoFormerPredictionHeadTransform(config, name="transform", dtype=dtype)
+            if not config.tie_word_embeddings:
+                self.decoder = _dense(config, config.embedding_size, config.vocab_size, "decoder", dtype,
+                                      use_bias=False)
+        self.bias = self.add_weight(shape=(config.vocab_size,), initializer="zeros", name="bias")  # in its own scope
         self.built = True
 
     def call(self, hidden_states, word_embeddings=None):
@@ -400,7 +389,8 @@ class RoFormerLMPredictionHead(keras.layers.Layer):
 class RoFormerOnlyMLMHead(keras.layers.Layer):
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
-        self.predictions = RoFormerLMPredictionHead(config, name="predictions", dtype=self.dtype_policy)
+        with keras.name_scope(self.name):
+            self.predictions = RoFormerLMPredictionHead(config, name="predictions", dtype=self.dtype_policy)
         self.built = True
 
     def call(self, sequence_output, word_embeddings=None):
@@ -413,9 +403,10 @@ class RoFormerClassificationHead(keras.layers.Layer):
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
-        self.dense = _dense(config, config.hidden_size, config.hidden_size, "dense", dtype)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
-        self.out_proj = _dense(config, config.hidden_size, config.num_labels, "out_proj", dtype)
+        with keras.name_scope(self.name):
+            self.dense = _dense(config, config.hidden_size, config.hidden_size, "dense", dtype)
+            self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
+            self.out_proj = _dense(config, config.hidden_size, config.num_labels, "out_proj", dtype)
         self.act = ACT2FN[config.hidden_act]
         self.built = True
 
@@ -497,10 +488,11 @@ LOSSES = {
 lm_loss, classification_loss, span_loss = token_cross_entropy, sequence_classification_loss, span_cross_entropy
 
 
-# -- shared model behaviour: init, loading, saving, Keras training and export ---------------
-class RoFormerPreTrainedModel(keras.Model):
-    """Initialisation, ``from_pretrained`` / ``save_pretrained`` / ``from_config`` for every class,
-    plus the Keras side: input forms, training on the head's own loss, ``.keras`` and SavedModel."""
+# -- shared model behaviour: init, loading, saving ------------------------------------------
+class RoFormerPreTrainedModel(KerasModelAPI, keras.Model):
+    """Initialisation, ``from_pretrained`` / ``save_pretrained`` / ``from_roformer_config`` for every class;
+    the Keras side (input forms, training on the head's own loss, ``.keras``, SavedModel) is
+    :class:`roformer_tf.keras_api.KerasModelAPI`."""
 
     head = "model"
 
@@ -516,25 +508,18 @@ class RoFormerPreTrainedModel(keras.Model):
         embeddings.assign(table)
 
     @classmethod
-    def from_config(cls, config, dtype=None):
-        """A freshly initialised model from a :class:`RoFormerConfig` (or a Keras ``get_config`` dict).
+    def from_roformer_config(cls, config: RoFormerConfig, dtype=None):
+        """A freshly initialised model; ``dtype`` is a Keras dtype policy (None: the global one).
+
+        (``from_config`` is Keras' hook for ``get_config`` dicts; it takes a config too, as it always did.)
 
         Example:
             >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
             ...                      num_attention_heads=4, intermediate_size=64)
-            >>> RoFormerModel.from_config(cfg).config.hidden_size
-            32
+            >>> RoFormerModel.from_roformer_config(cfg, dtype="bfloat16").weights[0].dtype
+            'bfloat16'
         """
-        if isinstance(config, RoFormerConfig):
-            return cls(config, dtype=dtype)
-        keras_config = dict(config)
-        if "config" not in keras_config:  # a config.json dictionary
-            return cls(RoFormerConfig.from_dict(keras_config), dtype=dtype)
-        return cls(RoFormerConfig.from_dict(keras_config.pop("config")), **keras_config)
-
-    def get_config(self) -> dict:
-        return {"name": self.name, "trainable": self.trainable,
-                "dtype": keras.dtype_policies.serialize(self.dtype_policy), "config": self.config.to_dict()}
+        return cls(config, dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype=None, config: Optional[RoFormerConfig] = None,
@@ -566,84 +551,24 @@ class RoFormerPreTrainedModel(keras.Model):
     def named_variables(self):
         """``(canonical name, variable, transpose)`` for every weight, in torch's parameter order.
 
-        Found by walking the attribute tree like torch's ``named_parameters``: a layer's own
-        variables, then each child layer under its attribute name (``layer.0`` for lists).
+        Keras keeps both already: ``weights`` lists a layer's own variables, then its children's in
+        the order they were made (torch's order), and a variable's ``path`` is its layer names;
+        below the model's own name, ``to_canonical_name`` maps that path.
 
         Example:
             >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
             ...                      num_attention_heads=2, intermediate_size=16)
-            >>> name, variable, transpose = next(RoFormerModel(cfg).named_variables())
-            >>> name, tuple(variable.shape), transpose
-            ('embeddings.word_embeddings.weight', (10, 8), False)
+            >>> model = RoFormerForMaskedLM(cfg, name="mlm")
+            >>> variable = model.roformer.encoder.layer[0].attention.output_block.dense.kernel
+            >>> variable.path
+            'mlm/roformer/encoder/layer_0/attention/output/dense/kernel'
+            >>> next((n, t) for n, v, t in model.named_variables() if v is variable)
+            ('roformer.encoder.layer.0.attention.output.dense.weight', True)
         """
-        for path, variable in _walk(self, ()):
-            name, transpose = to_canonical_name(path)
+        for variable in self.weights:
+            parts = variable.path.split("/")
+            name, transpose = to_canonical_name(parts[parts.index(self.name) + 1:])
             yield name, variable, transpose
-
-    # -- inputs --------------------------------------------------------------------------
-    def __call__(self, *args, **kwargs):
-        """Takes the reference TF input forms: keyword arguments, a single tensor of input_ids,
-        a list in the order of ``call``'s arguments, or a dict; numpy arrays or tensors."""
-        arguments = self._collect_arguments(args, kwargs)
-        self.check_inputs(arguments)  # before Keras, so a bad input is one short error
-        return super().__call__(**arguments)
-
-    def _collect_arguments(self, args, kwargs) -> dict:
-        names = list(inspect.signature(self.call).parameters)
-        if args and isinstance(args[0], collections.abc.Mapping):
-            if len(args) > 1:
-                raise InputError("give inputs as one dict, or as separate arguments, not both")
-            given = dict(args[0])
-        elif args and isinstance(args[0], (list, tuple)):
-            if len(args) > 1 or len(args[0]) > len(names):
-                raise InputError(f"a list of inputs holds at most {len(names)} entries, in this order: "
-                                 f"{', '.join(names)}")
-            given = dict(zip(names, args[0]))
-        else:
-            if len(args) > len(names):
-                raise InputError(f"{type(self).__name__} takes at most {len(names)} inputs, got {len(args)}")
-            given = dict(zip(names, args))
-        for key, value in kwargs.items():
-            if key in given and given[key] is not None:
-                raise InputError(f"{key} is given twice")
-            given[key] = value
-        unknown = sorted(set(given) - set(names))
-        if unknown:
-            raise InputError(f"{type(self).__name__} has no input {', '.join(unknown)}; its inputs are "
-                             f"{', '.join(names)}")
-        return {k: np.asarray(v) if k in ARRAY_ARGUMENTS and isinstance(v, (list, tuple)) else v
-                for k, v in given.items()}
-
-    def check_inputs(self, arguments: dict) -> None:
-        """One clear :class:`InputError` for missing, mistyped or mis-shaped inputs (``roformer_core.inputs``).
-        Values are checked where they are concrete (eager), not while a graph is traced."""
-        facts = {name: _facts(value) for name, value in arguments.items()
-                 if value is not None and (name in ARRAY_ARGUMENTS and name not in ("head_mask", "prediction_mask"))}
-        if arguments.get("inputs_embeds") is not None:
-            facts["inputs_embeds"] = ArrayFacts(_static_shape(arguments["inputs_embeds"]), False)
-        past = arguments.get("past_key_values")
-        past_length = 0 if past is None else _static_shape(past[0][0])[2]
-        validate_inputs(self.config, self.head, facts, past_length, arguments.get("encoder_hidden_states") is not None)
-
-    # -- Keras training: compile() without a loss trains on the head's own loss ------------------
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The loss given to ``compile()`` on the head's prediction, or else the head's own loss."""
-        prediction = self._prediction(y_pred)
-        if self.loss is not None:
-            return super().compute_loss(x, self._labels(x, y), prediction, sample_weight, training)
-        if sample_weight is not None:
-            raise InputError("sample weights need a loss given to compile(); the head's own loss takes none")
-        loss = self.head_loss(prediction, self._labels(x, y))
-        if self.losses:
-            loss = loss + tf.add_n([tf.cast(tf.reduce_sum(extra), loss.dtype) for extra in self.losses])
-        return loss
-
-    def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        return super().compute_metrics(x, self._labels(x, y), self._prediction(y_pred), sample_weight)
-
-    def predict_step(self, data):
-        """``model.predict`` returns a dict of the output fields (numpy), without the loss."""
-        return {k: v for k, v in super().predict_step(data).items() if k != "loss"}
 
     def head_loss(self, prediction, labels):
         """The head's own loss (its kind in ``roformer_core.heads.HEAD_TABLE``)."""
@@ -651,123 +576,6 @@ class RoFormerPreTrainedModel(keras.Model):
         if kind is None:
             raise InputError(f"{type(self).__name__} has no loss of its own: give compile() a loss")
         return LOSSES[kind](self.config, prediction, labels)
-
-    def _prediction(self, output):
-        """What a compiled loss or metric sees: the logits (start and end logits for QA)."""
-        if not isinstance(output, ModelOutput):
-            return output
-        if isinstance(output, QuestionAnsweringModelOutput):
-            return output.start_logits, output.end_logits
-        if isinstance(output, BaseModelOutput):
-            return output.last_hidden_state
-        return output.logits
-
-    def _labels(self, x, y):
-        """``y`` (a tensor, or for QA a (start, end) pair or dict), or else the label entries of ``x``."""
-        names = HEAD_TABLE[self.head].label_keys
-        if not names:
-            return y
-        if y is None and isinstance(x, collections.abc.Mapping) and all(x.get(n) is not None for n in names):
-            y = {n: x[n] for n in names}
-        if y is None:
-            raise InputError(f"{type(self).__name__} needs {' and '.join(names)}: give them as y (labels of the "
-                             f"dataset) or as entries of the features dict")
-        if isinstance(y, collections.abc.Mapping):
-            missing = [n for n in names if n not in y]
-            if missing:
-                raise InputError(f"labels dict lacks {', '.join(missing)}")
-            y = tuple(y[n] for n in names)
-            return y[0] if len(names) == 1 else y
-        if len(names) == 1:
-            return y
-        if not isinstance(y, (list, tuple)) or len(y) != len(names):
-            raise InputError(f"{type(self).__name__} labels are ({', '.join(names)})")
-        return tuple(y)
-
-    # -- export ------------------------------------------------------------------------------
-    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
-        """Export for serving; by default a SavedModel whose ``serving_default`` signature takes
-        ``input_ids``, ``attention_mask``, ``token_type_ids`` (int32) and returns the output fields.
-
-        Any other ``format`` or an explicit ``input_signature`` goes to Keras' own ``export``.
-
-        Example:
-            >>> import tempfile, os
-            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
-            ...                      num_attention_heads=4, intermediate_size=64)
-            >>> path = os.path.join(tempfile.mkdtemp(), "served")
-            >>> RoFormerForMaskedLM(cfg).export(path, verbose=False)
-            >>> sorted(tf.saved_model.load(path).signatures)
-            ['serve', 'serving_default']
-        """
-        if format != "tf_saved_model" or input_signature is not None:
-            return super().export(filepath, format=format, verbose=verbose, input_signature=input_signature,
-                                  **kwargs)
-        rank = 3 if self.head == "multiple_choice" else 2
-        signature = [tf.TensorSpec([None] * rank, tf.int32, name=n)
-                     for n in ("input_ids", "attention_mask", "token_type_ids")]
-
-        def serve(input_ids, attention_mask, token_type_ids):
-            out = self(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                       training=False)
-            return {k: v for k, v in out.items() if k != "past_key_values"}
-
-        archive = keras.export.ExportArchive()
-        archive.track(self)
-        archive.add_endpoint("serve", serve, input_signature=signature)
-        with atomic_dir(filepath) as tmp:
-            archive.write_out(tmp, verbose=bool(verbose))
-
-
-def _walk(layer, path: tuple):
-    """(path, variable) for a layer's own variables, then its children's, by attribute name."""
-    children = []
-    for attr, value in vars(layer).items():
-        if attr.startswith("_"):
-            continue
-        if isinstance(value, keras.layers.Layer):
-            children.append((path + (attr,), value))
-        elif isinstance(value, collections.abc.Sequence) and not isinstance(value, str) and value \
-                and all(isinstance(v, keras.layers.Layer) for v in value):
-            children.extend((path + (attr, str(i)), v) for i, v in enumerate(value))
-    inner = {id(w) for _, child in children for w in child.weights}
-    for variable in layer.weights:
-        if id(variable) not in inner:
-            yield path + (variable.name,), variable
-    for child_path, child in children:
-        yield from _walk(child, child_path)
-
-
-def _facts(x) -> ArrayFacts:
-    integer = _is_integer(x)
-    low = high = None
-    if integer and _has_values(x) and np.size(x):  # not while tracing a graph or a functional model
-        values = np.asarray(x)
-        low, high = int(values.min()), int(values.max())
-    return ArrayFacts(_static_shape(x), integer, low, high)
-
-
-def _static_shape(x):
-    if x is None:
-        return None
-    shape = getattr(x, "shape", None)
-    if shape is None:
-        shape = np.shape(x)
-    return tuple(shape.as_list()) if isinstance(shape, tf.TensorShape) else tuple(shape)
-
-
-def _has_values(x) -> bool:
-    return isinstance(x, (np.ndarray, list, tuple, int)) or (isinstance(x, tf.Tensor) and not tf.is_symbolic_tensor(x))
-
-
-def _is_integer(x) -> bool:
-    dtype = getattr(x, "dtype", None)
-    if dtype is None:
-        dtype = np.asarray(x).dtype
-    try:
-        return tf.as_dtype(dtype).is_integer
-    except TypeError:
-        return False
 
 
 def _extended_mask(attention_mask, input_shape, past_length, is_decoder, dtype):
@@ -798,7 +606,6 @@ def _head_mask(head_mask, num_layers, dtype):
 
 
 # -- the models ---------------------------------------------------------------------------
-@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class RoFormerModel(RoFormerPreTrainedModel):
     """The bare RoFormer encoder (or decoder, with ``is_decoder``).
 
@@ -815,11 +622,12 @@ class RoFormerModel(RoFormerPreTrainedModel):
     def __init__(self, config: RoFormerConfig, initialise: bool = True, **kwargs):
         super().__init__(config, **kwargs)
         dtype = self.dtype_policy
-        self.embeddings = RoFormerEmbeddings(config, name="embeddings", dtype=dtype)
-        if config.embedding_size != config.hidden_size:
-            self.embeddings_project = _dense(config, config.embedding_size, config.hidden_size,
-                                             "embeddings_project", dtype)
-        self.encoder = RoFormerEncoder(config, name="encoder", dtype=dtype)
+        with keras.name_scope(self.name):
+            self.embeddings = RoFormerEmbeddings(config, name="embeddings", dtype=dtype)
+            if config.embedding_size != config.hidden_size:
+                self.embeddings_project = _dense(config, config.embedding_size, config.hidden_size,
+                                                 "embeddings_project", dtype)
+            self.encoder = RoFormerEncoder(config, name="encoder", dtype=dtype)
         self.built = True
         if initialise:  # a head model initialises everything once, itself included
             self.init_weights()
@@ -844,7 +652,6 @@ class RoFormerModel(RoFormerPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
 
-@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class RoFormerForMaskedLM(RoFormerPreTrainedModel):
     """RoFormer with the masked-language-model head.
 
@@ -864,8 +671,9 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
 
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(config, **kwargs)
-        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
-        self.cls = RoFormerOnlyMLMHead(config, name="cls", dtype=self.dtype_policy)
+        with keras.name_scope(self.name):
+            self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+            self.cls = RoFormerOnlyMLMHead(config, name="cls", dtype=self.dtype_policy)
         self.built = True
         self.init_weights()
 
@@ -884,8 +692,6 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
         return result if return_dict else result.to_tuple()
 
 
-
-@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class RoFormerForCausalLM(RoFormerPreTrainedModel):
     """RoFormer decoder with the LM head: causal mask, cache, cross-attention, ``generate``.
 
@@ -904,8 +710,9 @@ class RoFormerForCausalLM(RoFormerPreTrainedModel):
         if not config.is_decoder:
             warnings.warn("RoFormerForCausalLM with is_decoder=False has no causal mask; set is_decoder=True",
                           stacklevel=2)
-        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
-        self.cls = RoFormerOnlyMLMHead(config, name="cls", dtype=self.dtype_policy)
+        with keras.name_scope(self.name):
+            self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+            self.cls = RoFormerOnlyMLMHead(config, name="cls", dtype=self.dtype_policy)
         self.built = True
         self.init_weights()
 
@@ -941,7 +748,6 @@ class RoFormerForCausalLM(RoFormerPreTrainedModel):
         return tf.convert_to_tensor(ids)
 
 
-@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class RoFormerForSequenceClassification(RoFormerPreTrainedModel):
     """RoFormer with a sentence-level head on the first token (regression, single- or multi-label).
 
@@ -956,8 +762,9 @@ class RoFormerForSequenceClassification(RoFormerPreTrainedModel):
 
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(config, **kwargs)
-        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
-        self.classifier = RoFormerClassificationHead(config, name="classifier", dtype=self.dtype_policy)
+        with keras.name_scope(self.name):
+            self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+            self.classifier = RoFormerClassificationHead(config, name="classifier", dtype=self.dtype_policy)
         self.built = True
         self.init_weights()
 
@@ -971,8 +778,6 @@ class RoFormerForSequenceClassification(RoFormerPreTrainedModel):
         return result if return_dict else result.to_tuple()
 
 
-
-@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class RoFormerForMultipleChoice(RoFormerPreTrainedModel):
     """RoFormer scoring each choice from its last position; inputs are [batch, choices, seq].
 
@@ -987,8 +792,9 @@ class RoFormerForMultipleChoice(RoFormerPreTrainedModel):
 
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(config, **kwargs)
-        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
-        self.classifier = _dense(config, config.hidden_size, 1, "classifier", self.dtype_policy)
+        with keras.name_scope(self.name):
+            self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+            self.classifier = _dense(config, config.hidden_size, 1, "classifier", self.dtype_policy)
         self.built = True
         self.init_weights()
 
@@ -1010,8 +816,6 @@ class RoFormerForMultipleChoice(RoFormerPreTrainedModel):
         return result if return_dict else result.to_tuple()
 
 
-
-@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class RoFormerForTokenClassification(RoFormerPreTrainedModel):
     """RoFormer with a per-token classifier (NER, POS tagging).
 
@@ -1026,9 +830,10 @@ class RoFormerForTokenClassification(RoFormerPreTrainedModel):
 
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(config, **kwargs)
-        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
-        self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
-        self.classifier = _dense(config, config.hidden_size, config.num_labels, "classifier", self.dtype_policy)
+        with keras.name_scope(self.name):
+            self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+            self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
+            self.classifier = _dense(config, config.hidden_size, config.num_labels, "classifier", self.dtype_policy)
         self.built = True
         self.init_weights()
 
@@ -1042,8 +847,6 @@ class RoFormerForTokenClassification(RoFormerPreTrainedModel):
         return result if return_dict else result.to_tuple()
 
 
-
-@keras.saving.register_keras_serializable(package=SERIALIZABLE_PACKAGE)
 class RoFormerForQuestionAnswering(RoFormerPreTrainedModel):
     """RoFormer with span start/end logits (extractive QA).
 
@@ -1059,8 +862,9 @@ class RoFormerForQuestionAnswering(RoFormerPreTrainedModel):
 
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(config, **kwargs)
-        self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
-        self.qa_outputs = _dense(config, config.hidden_size, 2, "qa_outputs", self.dtype_policy)
+        with keras.name_scope(self.name):
+            self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
+            self.qa_outputs = _dense(config, config.hidden_size, 2, "qa_outputs", self.dtype_policy)
         self.built = True
         self.init_weights()
 
@@ -1077,10 +881,10 @@ class RoFormerForQuestionAnswering(RoFormerPreTrainedModel):
         return result if return_dict else result.to_tuple()
 
 
-
 MODEL_CLASSES = {cls.head: cls for cls in (
     RoFormerModel, RoFormerForMaskedLM, RoFormerForCausalLM, RoFormerForSequenceClassification,
     RoFormerForMultipleChoice, RoFormerForTokenClassification, RoFormerForQuestionAnswering)}
+register_serializable(*MODEL_CLASSES.values())  # for keras.models.load_model
 
 # The names of the reference TF classes, for people coming from them.
 TFRoFormerPreTrainedModel = RoFormerPreTrainedModel

@@ -10,11 +10,12 @@ Example:
 """
 
 from roformer_core.config import RoFormerConfig
+from roformer_core.pipelines import torch_pipeline as pipeline
 from roformer_torch.modeling import (MODEL_CLASSES, RoFormerForCausalLM, RoFormerForMaskedLM,
                                      RoFormerForMultipleChoice, RoFormerForQuestionAnswering,
                                      RoFormerForSequenceClassification, RoFormerForTokenClassification,
                                      RoFormerModel, RoFormerPreTrainedModel)
 
-__all__ = ["RoFormerConfig", "MODEL_CLASSES", "RoFormerModel", "RoFormerForMaskedLM", "RoFormerForCausalLM",
+__all__ = ["RoFormerConfig", "pipeline", "MODEL_CLASSES", "RoFormerModel", "RoFormerForMaskedLM", "RoFormerForCausalLM",
            "RoFormerForSequenceClassification", "RoFormerForMultipleChoice", "RoFormerForTokenClassification",
            "RoFormerForQuestionAnswering", "RoFormerPreTrainedModel"]

@@ -21,7 +21,8 @@ import warnings
 import numpy as np
 import torch
 
-from roformer_core.backends import Backend
+from roformer_core.backends import Backend, device_name
+from roformer_core.errors import InputError
 from roformer_core.lifecycle import Lifecycle
 from roformer_core.safetensors_io import STORAGE
 
@@ -98,6 +99,17 @@ class TorchBackend(Backend):
     def from_config(self, head, config, seed=0):
         torch.manual_seed(seed)
         return self.model_class(head)(config).eval()
+
+    def place(self, model, device):
+        name = device_name(device)
+        if name is None:
+            return model
+        if name.startswith("tpu"):
+            raise InputError(f"the {self.name} backend cannot run on {name}")
+        if name.startswith("cuda") and (not torch.cuda.is_available()
+                                        or int(name.split(":")[1]) >= torch.cuda.device_count()):
+            raise InputError(f"device {name} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+        return model.to(torch.device(name))
 
 
 def _device(model) -> torch.device:

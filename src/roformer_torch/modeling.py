@@ -8,6 +8,8 @@ same order; read them side by side.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
 import warnings
@@ -22,7 +24,7 @@ from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
 from roformer_core.heads import problem_type
-from roformer_core.inputs import ArrayFacts, validate_inputs
+from roformer_core.inputs import LABEL_INPUTS, ArrayFacts, validate_inputs
 from roformer_core.lifecycle import HUB_OPTIONS
 from roformer_torch.adapter import LIFECYCLE
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
@@ -37,17 +39,38 @@ ACT2FN = {
     "selu": nn.SELU,
     "silu": nn.SiLU,
 }
+#: the pooler's activations (``config.pooler_activation``): tanh as in BERT, none for RoFormer-Sim
+POOLER_ACT2FN = {"tanh": nn.Tanh, "linear": nn.Identity, **ACT2FN}
+
+
+class RMSNorm(nn.Module):
+    """RoFormer-V2's norm: ``x / sqrt(mean(x^2) + eps)`` over the last axis, no parameters (float32 inside)."""
+
+    def __init__(self, eps: float):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x):
+        h = x.float()
+        return (h * torch.rsqrt(h.square().mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+
+def make_norm(config: RoFormerConfig, size: int) -> nn.Module:
+    """The norm of ``config.norm_type``: LayerNorm (V1) or the parameter-free RMS norm (V2)."""
+    if config.norm_type == "rms_norm":
+        return RMSNorm(config.layer_norm_eps)
+    return nn.LayerNorm(size, eps=config.layer_norm_eps)
 
 
 # -- encoder ------------------------------------------------------------------------------
 class RoFormerEmbeddings(nn.Module):
-    """word + token-type embeddings -> LayerNorm -> dropout (no position embedding: RoPE)."""
+    """word + token-type embeddings -> norm -> dropout (no position embedding: RoPE)."""
 
     def __init__(self, config: RoFormerConfig):
         super().__init__()
         self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.embedding_size)
-        self.LayerNorm = nn.LayerNorm(config.embedding_size, eps=config.layer_norm_eps)
+        self.LayerNorm = make_norm(config, config.embedding_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids=None, token_type_ids=None, inputs_embeds=None):
@@ -77,9 +100,9 @@ class RoFormerSelfAttention(nn.Module):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
-        self.query = nn.Linear(config.hidden_size, config.hidden_size)
-        self.key = nn.Linear(config.hidden_size, config.hidden_size)
-        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.query = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
         self.dropout_prob = config.attention_probs_dropout_prob
         self.rotary_value = config.rotary_value
         self.is_cross_attention = is_cross_attention
@@ -123,12 +146,12 @@ class RoFormerSelfAttention(nn.Module):
 
 
 class RoFormerSelfOutput(nn.Module):
-    """dense -> dropout -> residual -> LayerNorm."""
+    """dense -> dropout -> residual -> norm."""
 
     def __init__(self, config: RoFormerConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size, bias=config.use_bias)
+        self.LayerNorm = make_norm(config, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
@@ -155,7 +178,7 @@ class RoFormerIntermediate(nn.Module):
 
     def __init__(self, config: RoFormerConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.use_bias)
         self.intermediate_act_fn = ACT2FN[config.hidden_act]()
 
     def forward(self, hidden_states):
@@ -163,12 +186,12 @@ class RoFormerIntermediate(nn.Module):
 
 
 class RoFormerOutput(nn.Module):
-    """dense -> dropout -> residual -> LayerNorm."""
+    """dense -> dropout -> residual -> norm."""
 
     def __init__(self, config: RoFormerConfig):
         super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.use_bias)
+        self.LayerNorm = make_norm(config, config.hidden_size)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, hidden_states, input_tensor):
@@ -176,7 +199,7 @@ class RoFormerOutput(nn.Module):
 
 
 class RoFormerLayer(nn.Module):
-    """attention -> (cross-attention) -> feed-forward, post-LayerNorm."""
+    """attention -> (cross-attention) -> feed-forward, post-norm."""
 
     def __init__(self, config: RoFormerConfig):
         super().__init__()
@@ -282,13 +305,38 @@ class RoFormerLMPredictionHead(nn.Module):
         return F.linear(self.transform(hidden_states), weight, self.bias)
 
 
+class RoFormerV2LMPredictionHead(nn.Module):
+    """RoFormer-V2's LM head: only the decoder (the word embeddings unless untied), no transform, no bias."""
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        if not config.tie_word_embeddings:
+            self.decoder = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
+
+    def forward(self, hidden_states, word_embeddings):
+        return F.linear(hidden_states, self.decoder.weight if hasattr(self, "decoder") else word_embeddings)
+
+
 class RoFormerOnlyMLMHead(nn.Module):
     def __init__(self, config: RoFormerConfig):
         super().__init__()
-        self.predictions = RoFormerLMPredictionHead(config)
+        v2 = config.norm_type == "rms_norm"
+        self.predictions = RoFormerV2LMPredictionHead(config) if v2 else RoFormerLMPredictionHead(config)
 
     def forward(self, sequence_output, word_embeddings):
         return self.predictions(sequence_output, word_embeddings)
+
+
+class RoFormerPooler(nn.Module):
+    """First token -> dense -> ``pooler_activation`` (``pooler_output``; RoFormer-Sim's sentence vector)."""
+
+    def __init__(self, config: RoFormerConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = POOLER_ACT2FN[config.pooler_activation]()
+
+    def forward(self, hidden_states):
+        return self.activation(self.dense(hidden_states[:, 0]))
 
 
 class RoFormerClassificationHead(nn.Module):
@@ -350,13 +398,17 @@ lm_loss, classification_loss, span_loss = token_cross_entropy, sequence_classifi
 
 # -- shared model behaviour: init, loading, saving ------------------------------------------
 class RoFormerPreTrainedModel(nn.Module):
-    """Initialisation, ``from_pretrained`` / ``save_pretrained`` / ``from_config`` for every class."""
+    """Initialisation, ``from_pretrained`` / ``save_pretrained`` / ``from_config`` for every class.
+
+    ``add_pooling_layer`` (every class takes it, as the ``roformer`` port's ``RoFormerModel``
+    does) adds ``roformer.pooler`` and ``pooler_output``; None follows the config.
+    """
 
     head = "model"
 
-    def __init__(self, config: RoFormerConfig):
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None):
         super().__init__()
-        self.config = config
+        self.config = with_pooler(config, add_pooling_layer)
 
     def init_weights(self):
         """Reference initialisation: normal(0, initializer_range) matrices, zero biases, unit LayerNorm."""
@@ -377,7 +429,8 @@ class RoFormerPreTrainedModel(nn.Module):
                     module.word_embeddings.weight[self.config.pad_token_id].zero_()
 
     @classmethod
-    def from_config(cls, config: RoFormerConfig, dtype: Optional[torch.dtype] = None, device=None):
+    def from_config(cls, config: RoFormerConfig, dtype: Optional[torch.dtype] = None, device=None,
+                    add_pooling_layer: Optional[bool] = None):
         """A freshly initialised model.
 
         Example:
@@ -385,8 +438,10 @@ class RoFormerPreTrainedModel(nn.Module):
             ...                      num_attention_heads=4, intermediate_size=64)
             >>> RoFormerModel.from_config(cfg).config.hidden_size
             32
+            >>> RoFormerModel.from_config(cfg, add_pooling_layer=True).pooler.dense.weight.shape
+            torch.Size([32, 32])
         """
-        return cls(config).to(device=device, dtype=dtype)
+        return cls(config, add_pooling_layer=add_pooling_layer).to(device=device, dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype: Optional[torch.dtype] = None, device=None,
@@ -413,35 +468,74 @@ class RoFormerPreTrainedModel(nn.Module):
         """Write ``config.json`` + ``model.safetensors`` (canonical names, the model's dtype), atomically."""
         LIFECYCLE.save(self, directory)
 
-    def check_inputs(self, input_ids, attention_mask, token_type_ids, inputs_embeds, past_length=0,
-                     encoder_hidden_states=None):
-        """One clear :class:`InputError` for missing, mistyped or mis-shaped inputs (``roformer_core.inputs``)."""
+    def __call__(self, *args, **kwargs):
+        self.check_inputs(_bind(type(self), args, kwargs))  # before torch: a bad input is one short error
+        return super().__call__(*args, **kwargs)
+
+    def check_inputs(self, arguments: dict) -> None:
+        """One clear :class:`InputError` for missing, mistyped or mis-shaped inputs or labels
+        (``roformer_core.inputs.validate_inputs``); ``arguments`` are ``forward``'s, by name."""
+        input_ids = arguments.get("input_ids")
         if input_ids is not None and not isinstance(input_ids, torch.Tensor):
             raise InputError(f"input_ids must be an integer torch.Tensor, got {type(input_ids).__name__}")
-        arrays = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        facts = {k: _facts(v) for k, v in arrays.items()}
-        if inputs_embeds is not None:
-            facts["inputs_embeds"] = ArrayFacts(tuple(inputs_embeds.shape), False)
-        validate_inputs(self.config, self.head, facts, past_length, encoder_hidden_states is not None)
+        facts = {k: _facts(k, v) for k, v in arguments.items() if k in _CHECKED and isinstance(v, torch.Tensor)}
+        if arguments.get("inputs_embeds") is not None:
+            facts["inputs_embeds"] = ArrayFacts(tuple(arguments["inputs_embeds"].shape), False)
+        past = arguments.get("past_key_values")
+        validate_inputs(self.config, self.head, facts, 0 if past is None else past[0][0].shape[2],
+                        arguments.get("encoder_hidden_states") is not None)
 
 
-def _facts(x) -> ArrayFacts | None:
-    if x is None:
-        return None
+#: the arguments whose values are checked: ids, masks, token types, labels
+_CHECKED = frozenset(("input_ids", "attention_mask", "token_type_ids") + LABEL_INPUTS)
+
+
+@functools.lru_cache(maxsize=None)
+def _signature(cls) -> inspect.Signature:
+    return inspect.signature(cls.forward)
+
+
+def _bind(cls, args, kwargs) -> dict:
+    try:
+        return _signature(cls).bind(None, *args, **kwargs).arguments
+    except TypeError as e:  # an unknown or doubled argument: say which, in one line
+        raise InputError(f"{cls.__name__}: {e}") from None
+
+
+def with_pooler(config: RoFormerConfig, add_pooling_layer: Optional[bool]) -> RoFormerConfig:
+    """``config`` with ``add_pooling_layer`` set when it is given and differs (a copy: the caller's stays as it is)."""
+    if add_pooling_layer is None or add_pooling_layer == config.add_pooling_layer:
+        return config
+    return config.replace(add_pooling_layer=bool(add_pooling_layer))
+
+
+def _facts(name: str, x: torch.Tensor) -> ArrayFacts:
     integer = not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
-    low, high = (int(x.min()), int(x.max())) if integer and x.numel() else (None, None)
-    return ArrayFacts(tuple(x.shape), integer, low, high)
+    return ArrayFacts.of(x.detach().cpu().numpy() if integer else None, tuple(x.shape), integer, name)
 
 
-def _extended_mask(attention_mask, input_shape, past_length, is_decoder, dtype, device):
-    """Additive mask [batch, 1, q, k] (or [batch, 1, 1, k]); None when nothing is masked."""
+def _extended_mask(attention_mask, input_shape, past_length, is_decoder, dtype, device, unilm_types=None):
+    """Additive mask [batch, 1, q, k] (or [batch, 1, 1, k]); None when nothing is masked.
+
+    ``unilm_types`` (the new tokens' token types, ``config.unilm``) replaces the causal mask by
+    the UniLM one (``roformer_core.generation.unilm_attention_mask``). Cumulative sums only grow,
+    so a cached position never has a larger one than a new token: cached positions are always
+    visible, and the new tokens compare the cumulative sums of their own types, which is why
+    incremental decoding equals the one-pass forward without the cache's token types.
+    """
     batch, seq = input_shape
     total = past_length + seq
     mask = None
     if attention_mask is not None:
         mask = attention_mask[:, None, :, :] if attention_mask.dim() == 3 else attention_mask[:, None, None, :]
         mask = mask.to(dtype=torch.bool)
-    if is_decoder:  # each query sees the cache and itself and what came before
+    if unilm_types is not None:
+        idx = unilm_types.cumsum(-1)
+        new = idx[:, None, :] <= idx[:, :, None]
+        cached = torch.ones(new.shape[0], seq, past_length, dtype=torch.bool, device=device)
+        unilm = torch.cat([cached, new], dim=-1)[:, None]
+        mask = unilm if mask is None else mask & unilm
+    elif is_decoder:  # each query sees the cache and itself and what came before
         q = torch.arange(past_length, total, device=device)[:, None]
         causal = (torch.arange(total, device=device)[None, :] <= q)[None, None]
         mask = causal if mask is None else mask & causal
@@ -473,12 +567,15 @@ class RoFormerModel(RoFormerPreTrainedModel):
 
     head = "model"
 
-    def __init__(self, config: RoFormerConfig, initialise: bool = True):
-        super().__init__(config)
+    def __init__(self, config: RoFormerConfig, initialise: bool = True, add_pooling_layer: Optional[bool] = None):
+        super().__init__(config, add_pooling_layer)
+        config = self.config
         self.embeddings = RoFormerEmbeddings(config)
         if config.embedding_size != config.hidden_size:
             self.embeddings_project = nn.Linear(config.embedding_size, config.hidden_size)
         self.encoder = RoFormerEncoder(config)
+        if config.add_pooling_layer:
+            self.pooler = RoFormerPooler(config)
         if initialise:  # a head model initialises everything once, itself included
             self.init_weights()
 
@@ -486,14 +583,17 @@ class RoFormerModel(RoFormerPreTrainedModel):
                 encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
                 output_attentions=False, output_hidden_states=False, return_dict=True):
         past_length = past_key_values[0][0].shape[2] if past_key_values is not None else 0
-        RoFormerPreTrainedModel.check_inputs(self, input_ids, attention_mask, token_type_ids, inputs_embeds,
-                                             past_length, encoder_hidden_states)
-        use_cache = self.config.is_decoder and (self.config.use_cache if use_cache is None else use_cache)
+        c = self.config
+        use_cache = (c.is_decoder or c.unilm) and (c.use_cache if use_cache is None else use_cache)
         hidden = self.embeddings(input_ids, token_type_ids, inputs_embeds)
         if hasattr(self, "embeddings_project"):
             hidden = self.embeddings_project(hidden)
-        mask = _extended_mask(attention_mask, hidden.shape[:2], past_length, self.config.is_decoder, hidden.dtype,
-                              hidden.device)
+        unilm_types = None
+        if c.unilm:  # no token types: all segment 0, bidirectional (the cached positions stay visible)
+            unilm_types = token_type_ids if token_type_ids is not None else torch.zeros(
+                hidden.shape[:2], dtype=torch.long, device=hidden.device)
+        mask = _extended_mask(attention_mask, hidden.shape[:2], past_length, c.is_decoder, hidden.dtype,
+                              hidden.device, unilm_types)
         encoder_mask = None
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
             encoder_mask = _extended_mask(encoder_attention_mask, encoder_hidden_states.shape[:2], 0, False,
@@ -501,6 +601,8 @@ class RoFormerModel(RoFormerPreTrainedModel):
         out = self.encoder(hidden, mask, _head_mask(head_mask, self.config.num_hidden_layers, hidden.dtype),
                            encoder_hidden_states, encoder_mask, past_key_values, use_cache, output_attentions,
                            output_hidden_states)
+        if hasattr(self, "pooler"):
+            out.pooler_output = self.pooler(out.last_hidden_state)
         return out if return_dict else out.to_tuple()
 
 
@@ -522,8 +624,9 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
 
     head = "masked_lm"
 
-    def __init__(self, config: RoFormerConfig):
-        super().__init__(config)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None):
+        super().__init__(config, add_pooling_layer)
+        config = self.config
         self.roformer = RoFormerModel(config, initialise=False)
         self.cls = RoFormerOnlyMLMHead(config)
         self.init_weights()
@@ -546,21 +649,32 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
 class RoFormerForCausalLM(RoFormerPreTrainedModel):
     """RoFormer decoder with the LM head: causal mask, cache, cross-attention, ``generate``.
 
+    With ``config.unilm`` (RoFormer-Sim) the mask is UniLM's instead of the causal one: the
+    source (token type 0) is read bidirectionally and the target (type 1) causally, in one
+    pass; train seq2seq with ``labels=roformer_core.generation.seq2seq_labels(ids, types)``
+    (the target's ids, -100 elsewhere; shifted like any causal LM), and ``generate`` gives
+    the new tokens type 1. ``pooler_output`` is there when the model has a pooler.
+
     Example:
         >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
         ...                      num_attention_heads=4, intermediate_size=64, is_decoder=True)
         >>> model = RoFormerForCausalLM(cfg).eval()
         >>> model.generate(torch.tensor([[2, 5]]), max_new_tokens=3).shape
         torch.Size([1, 5])
+        >>> sim = RoFormerForCausalLM(cfg.replace(unilm=True), add_pooling_layer=True).eval()
+        >>> sim.generate(torch.tensor([[2, 5, 3]]), max_new_tokens=4, do_sample=True, top_p=0.9,
+        ...              num_return_sequences=3, seed=0).shape
+        torch.Size([3, 7])
     """
 
     head = "causal_lm"
 
-    def __init__(self, config: RoFormerConfig):
-        super().__init__(config)
-        if not config.is_decoder:
-            warnings.warn("RoFormerForCausalLM with is_decoder=False has no causal mask; set is_decoder=True",
-                          stacklevel=2)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None):
+        super().__init__(config, add_pooling_layer)
+        config = self.config
+        if not (config.is_decoder or config.unilm):
+            warnings.warn("RoFormerForCausalLM with is_decoder=False has no causal mask; set is_decoder=True "
+                          "(or unilm=True for UniLM seq2seq)", stacklevel=2)
         self.roformer = RoFormerModel(config, initialise=False)
         self.cls = RoFormerOnlyMLMHead(config)
         self.init_weights()
@@ -574,27 +688,41 @@ class RoFormerForCausalLM(RoFormerPreTrainedModel):
         logits = self.cls(out.last_hidden_state, self.roformer.embeddings.word_embeddings.weight)
         loss = shifted_token_cross_entropy(logits, labels) if labels is not None else None
         result = CausalLMOutput(loss, logits, out.past_key_values, out.hidden_states, out.attentions,
-                                out.cross_attentions)
+                                out.cross_attentions, out.pooler_output)
         return result if return_dict else result.to_tuple()
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id=None, pad_token_id=None,
-                 seed=None, encoder_hidden_states=None, encoder_attention_mask=None) -> torch.Tensor:
-        """Greedy or sampled continuation (temperature, top-k, top-p) using the key/value cache."""
-        device = self.roformer.embeddings.word_embeddings.weight.device
+                 seed=None, encoder_hidden_states=None, encoder_attention_mask=None, token_type_ids=None,
+                 num_return_sequences: int = 1) -> torch.Tensor:
+        """Greedy or sampled continuation (temperature, top-k, top-p) using the key/value cache.
 
-        def step(new_ids, mask, past):
-            out = self(torch.as_tensor(new_ids, device=device), torch.as_tensor(mask, device=device),
-                       encoder_hidden_states=encoder_hidden_states, encoder_attention_mask=encoder_attention_mask,
-                       past_key_values=past, use_cache=True)
+        ``num_return_sequences`` samples per prompt (rows ``i*n .. i*n+n-1`` for prompt i);
+        ``token_type_ids`` are the prompt's; with ``config.unilm`` new tokens get type 1
+        (paraphrase generation: the prompt is the source). Tokens are chosen in
+        ``roformer_core.generation``, so every backend picks the same ones for a seed.
+        """
+        device = self.roformer.embeddings.word_embeddings.weight.device
+        enc, enc_mask = encoder_hidden_states, encoder_attention_mask
+        if num_return_sequences > 1 and enc is not None:  # one copy per returned sequence, like the prompts
+            enc = enc.repeat_interleave(num_return_sequences, 0)
+            enc_mask = None if enc_mask is None else enc_mask.repeat_interleave(num_return_sequences, 0)
+
+        def step(new_ids, mask, past, token_type_ids=None):
+            types = None if token_type_ids is None else torch.as_tensor(token_type_ids, device=device)
+            out = self(torch.as_tensor(new_ids, device=device), torch.as_tensor(mask, device=device), types,
+                       encoder_hidden_states=enc, encoder_attention_mask=enc_mask, past_key_values=past,
+                       use_cache=True)
             return out.logits[:, -1].float().cpu().numpy(), out.past_key_values
 
         ids = generate_loop(step, _numpy(input_ids), None if attention_mask is None else _numpy(attention_mask),
                             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                             top_k=top_k, top_p=top_p, eos_token_id=eos_token_id,
                             pad_token_id=self.config.pad_token_id if pad_token_id is None else pad_token_id,
-                            seed=seed)
+                            seed=seed, token_type_ids=None if token_type_ids is None else _numpy(token_type_ids),
+                            new_token_type=1 if self.config.unilm else None,
+                            num_return_sequences=num_return_sequences)
         return torch.as_tensor(ids, device=device)
 
 
@@ -614,8 +742,9 @@ class RoFormerForSequenceClassification(RoFormerPreTrainedModel):
 
     head = "sequence_classification"
 
-    def __init__(self, config: RoFormerConfig):
-        super().__init__(config)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None):
+        super().__init__(config, add_pooling_layer)
+        config = self.config
         self.roformer = RoFormerModel(config, initialise=False)
         self.classifier = RoFormerClassificationHead(config)
         self.init_weights()
@@ -642,15 +771,15 @@ class RoFormerForMultipleChoice(RoFormerPreTrainedModel):
 
     head = "multiple_choice"
 
-    def __init__(self, config: RoFormerConfig):
-        super().__init__(config)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None):
+        super().__init__(config, add_pooling_layer)
+        config = self.config
         self.roformer = RoFormerModel(config, initialise=False)
         self.classifier = nn.Linear(config.hidden_size, 1)
         self.init_weights()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
                 labels=None, output_attentions=False, output_hidden_states=False, return_dict=True):
-        self.check_inputs(input_ids, attention_mask, token_type_ids, inputs_embeds)
         num_choices = (input_ids if input_ids is not None else inputs_embeds).shape[1]
 
         def flat(x):
@@ -678,8 +807,9 @@ class RoFormerForTokenClassification(RoFormerPreTrainedModel):
 
     head = "token_classification"
 
-    def __init__(self, config: RoFormerConfig):
-        super().__init__(config)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None):
+        super().__init__(config, add_pooling_layer)
+        config = self.config
         self.roformer = RoFormerModel(config, initialise=False)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
@@ -708,8 +838,9 @@ class RoFormerForQuestionAnswering(RoFormerPreTrainedModel):
 
     head = "question_answering"
 
-    def __init__(self, config: RoFormerConfig):
-        super().__init__(config)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None):
+        super().__init__(config, add_pooling_layer)
+        config = self.config
         self.roformer = RoFormerModel(config, initialise=False)
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.init_weights()
