@@ -26,7 +26,20 @@ BACKENDS = ("torch", "keras", "flax")
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    return get_backend(request.param)
+    """Each backend on its framework's default device (a GPU or TPU when there is one, so the battery
+    is the accelerator check too), float32 matmuls at full precision as in the reference."""
+    if request.param == "keras":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        yield get_backend("keras")
+    elif request.param == "flax":
+        import jax
+
+        with jax.default_matmul_precision("highest"):
+            yield get_backend("flax")
+    else:
+        yield get_backend(request.param)
 
 
 class References:
