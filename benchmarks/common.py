@@ -1,6 +1,9 @@
-"""What the training benchmarks share: the model size, the batch, and the PyTorch step they race.
+"""What the benchmarks share: timing helpers, the training model size, the batch, and the PyTorch step
+the training benchmarks race.
 
 Example:
+    >>> best_time(lambda: None, repeats=3) >= 0.0
+    True
     >>> config = bench_config(vocab_size=100)
     >>> features, labels = make_batch(config, batch=2, seq=8)
     >>> features["input_ids"].shape, labels.shape
@@ -9,7 +12,29 @@ Example:
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+
+
+def best_time(fn, repeats: int, warmup: bool = True) -> float:
+    """The fastest of ``repeats`` timed calls of ``fn`` (after one untimed call when ``warmup``): the
+    least disturbed run on a shared machine."""
+    if warmup:
+        fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def steps_per_second(run, steps: int) -> float:
+    """``run(steps)`` timed once: steps per second."""
+    start = time.perf_counter()
+    run(steps)
+    return steps / (time.perf_counter() - start)
 
 
 def bench_config(vocab_size: int = 12000):

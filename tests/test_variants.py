@@ -328,23 +328,18 @@ def test_unilm_mask_is_the_definition():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_unilm_incremental_decoding_equals_the_one_pass_forward(backend):
-    """Source in one pass (bidirectional), then the target a token at a time with the cache."""
+    """Source in one pass (bidirectional), then the target a token at a time, then three at once
+    (segment 1 stays causal among new tokens too), with the cache."""
     run = get_backend(backend)
     model = run.from_config("causal_lm", UNILM, seed=4)
     ids, mask, types = _seq2seq_batch()
     full = run.run(model, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types})["logits"]
-    out, past = run.step(model, {"input_ids": ids[:, :6], "attention_mask": mask[:, :6],
-                                 "token_type_ids": types[:, :6]})
-    np.testing.assert_allclose(out["logits"], full[:, :6], rtol=0, atol=1e-5)
-    for t in range(6, 11):
-        out, past = run.step(model, {"input_ids": ids[:, t:t + 1], "attention_mask": mask[:, :t + 1],
-                                     "token_type_ids": types[:, t:t + 1]}, past)
-        np.testing.assert_allclose(out["logits"][:, 0], full[:, t], rtol=0, atol=1e-5, err_msg=f"position {t}")
-    # two target tokens at once after the source: segment 1 stays causal among new tokens too
-    _, past = run.step(model, {"input_ids": ids[:, :6], "attention_mask": mask[:, :6], "token_type_ids": types[:, :6]})
-    out, _ = run.step(model, {"input_ids": ids[:, 6:8], "attention_mask": mask[:, :8],
-                              "token_type_ids": types[:, 6:8]}, past)
-    np.testing.assert_allclose(out["logits"], full[:, 6:8], rtol=0, atol=1e-5)
+    past = None
+    for start, stop in ((0, 6), (6, 7), (7, 8), (8, 11)):
+        out, past = run.step(model, {"input_ids": ids[:, start:stop], "attention_mask": mask[:, :stop],
+                                     "token_type_ids": types[:, start:stop]}, past)
+        np.testing.assert_allclose(out["logits"], full[:, start:stop], rtol=0, atol=1e-5,
+                                   err_msg=f"positions {start}..{stop}")
 
 
 def test_unilm_fixed_buffer_decoding_equals_the_one_pass_forward():
@@ -436,74 +431,82 @@ def test_v2_bf16_and_sequences_longer_than_the_table(port, backend):
                                run.run(wide_table, long)["last_hidden_state"], rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["jit", "pmap"])
-def test_flax_training_steps_on_v2_and_sim_seq2seq(port, mode):
+@pytest.mark.parametrize("name, mode", [("v2", "jit"), ("sim", "pmap")])
+def test_flax_training_steps_on_v2_and_sim_seq2seq(port, name, mode):
+    """A V2 masked LM (jit over a mesh) and Sim's one-pass UniLM seq2seq (pmap) train."""
     import jax
     from roformer_flax.training import create_train_state, make_optimizer, make_train_step
 
     root, _ = port
     run = get_backend("flax")
     ids, mask, types = _seq2seq_batch()
-    jobs = {
-        "v2": (run.load("masked_lm", root / "v2" / "masked_lm"),
-               {"input_ids": ids, "attention_mask": mask, "labels": np.where(ids % 3 == 0, ids, -100)}),
-        "sim": (run.load("causal_lm", root / "sim" / "causal_lm", unilm=True),
-                {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
-                 "labels": seq2seq_labels(ids, types, mask)}),
-    }
-    for name, (model, batch) in jobs.items():
-        step = make_train_step(model, mode)
-        state = step.place_state(create_train_state(model, make_optimizer(3e-3, num_train_steps=20)))
-        losses = []
-        for _ in range(6):
-            state, metrics = step(state, step.shard(batch), jax.random.PRNGKey(0))
-            losses.append(float(np.asarray(metrics["loss"]).reshape(-1)[0]))
-        assert np.isfinite(losses).all() and losses[-1] < losses[0], (name, losses)
-        # the trained params still have the variant's tree: no LayerNorm or bias appeared in V2
-        flat = jax.tree_util.tree_leaves_with_path(step.host_params(state))
-        paths = ["/".join(str(getattr(k, "key", k)) for k in p) for p, _ in flat]
-        if name == "v2":
-            assert not any("LayerNorm" in p or p.endswith("bias") for p in paths), paths
+    if name == "v2":
+        model = run.load("masked_lm", root / "v2" / "masked_lm")
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": np.where(ids % 3 == 0, ids, -100)}
+    else:
+        model = run.load("causal_lm", root / "sim" / "causal_lm", unilm=True)
+        batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types,
+                 "labels": seq2seq_labels(ids, types, mask)}
+    step = make_train_step(model, mode)
+    state = step.place_state(create_train_state(model, make_optimizer(3e-3, num_train_steps=20)))
+    losses = []
+    for _ in range(4):
+        state, metrics = step(state, step.shard(batch), jax.random.PRNGKey(0))
+        losses.append(float(np.asarray(metrics["loss"]).reshape(-1)[0]))
+    assert np.isfinite(losses).all() and losses[-1] < losses[0], losses
+    # the first step's loss is the model's own loss on the batch (what PyTorch computes too)
+    torch_run = get_backend("torch")
+    head = "masked_lm" if name == "v2" else "causal_lm"
+    torch_model = torch_run.load(head, root / name / head, **({"unilm": True} if name == "sim" else {}))
+    import torch
+    with torch.no_grad():
+        torch_loss = torch_model(**{k: torch.as_tensor(v) for k, v in batch.items()}).loss
+    assert abs(losses[0] - float(torch_loss)) < 1e-5
+    paths = ["/".join(str(getattr(k, "key", k)) for k in p)
+             for p, _ in jax.tree_util.tree_leaves_with_path(step.host_params(state))]
+    if name == "v2":  # the trained params keep the variant's tree: no LayerNorm, no encoder bias
+        assert not any("LayerNorm" in p or p.endswith("bias") for p in paths), paths
 
 
 # -- keras-hub's RoformerV2Backbone --------------------------------------------------------------------------
 def test_keras_hub_roformer_v2_backbone(port, tmp_path):
-    """Same weights, same hidden states on unpadded inputs; on padded ones keras-hub's TensorFlow
-    backend ignores the padding (its mask [b, 1, s, 1] masks query rows, not padded keys), while
-    its torch backend (mask transposed to [b, 1, s, s]) agrees with us."""
+    """Same weights, same hidden states on unpadded inputs. On padded ones keras-hub's TensorFlow
+    backend lets the padding in: its mask is reshaped to [b, 1, s, 1], which masks padded *query*
+    rows and leaves padded keys visible, so what sits in the padding changes the real positions'
+    states. Its torch backend (the mask repeated and transposed to [b, 1, s, s]) masks the keys
+    and agrees with us; so does the ``roformer`` port. keras-hub's mask is the wrong one."""
     root, _ = port
     run = get_backend("torch")
     model = run.load("model", root / "v2" / "model")
-    state = run.state_dict(model)
-    np.savez(tmp_path / "v2.npz", **state)
+    np.savez(tmp_path / "v2.npz", **run.state_dict(model))
     rng = np.random.default_rng(3)
     ids = rng.integers(1, 99, (2, 9))
     padded = ids.copy()
     padded[1, 6:] = 0
     segments = np.zeros_like(ids)
     segments[:, 5:] = 1
-    batches = {"unpadded": {"token_ids": ids.tolist(), "segment_ids": segments.tolist()},
-               "padded": {"token_ids": padded.tolist(), "segment_ids": segments.tolist()}}
-    payload = {"weights": str(tmp_path / "v2.npz"), "config": V2.to_dict(), "inputs": batches}
-    results = {}
+    other = segments.copy()
+    other[1, 6:] = 0  # only what sits in the padding differs
+    batches = {"unpadded": (ids, segments), "padded": (padded, segments), "padded_other": (padded, other)}
+    payload = {"weights": str(tmp_path / "v2.npz"), "config": V2.to_dict(),
+               "inputs": {k: {"token_ids": t.tolist(), "segment_ids": s.tolist()} for k, (t, s) in batches.items()}}
+    hub = {}
     for keras_backend in ("tensorflow", "torch"):
         info, arrays = run_script("keras_hub_v2.py", [], {**payload, "out": str(tmp_path / f"{keras_backend}.npz")},
                                   env={"KERAS_BACKEND": keras_backend})
         assert info["backend"] == keras_backend and info["epsilon"] == V2.layer_norm_eps
-        results[keras_backend] = arrays
-
-    def ours(token_ids, mask):
-        return run.run(model, {"input_ids": token_ids, "attention_mask": mask,
-                               "token_type_ids": segments})["last_hidden_state"]
-
-    for keras_backend, arrays in results.items():
-        np.testing.assert_allclose(arrays["unpadded"], ours(ids, np.ones_like(ids)), rtol=0, atol=1e-5)
+        hub[keras_backend] = arrays
+    ours = {k: run.run(model, {"input_ids": t, "attention_mask": (t != 0).astype(np.int64),
+                               "token_type_ids": s})["last_hidden_state"] for k, (t, s) in batches.items()}
     valid = padded != 0
-    right = ours(padded, valid.astype(np.int64))
-    no_padding_mask = ours(padded, np.ones_like(padded))
-    np.testing.assert_allclose(results["torch"]["padded"][valid], right[valid], rtol=0, atol=1e-5)
-    assert np.abs(results["tensorflow"]["padded"][1, :6] - right[1, :6]).max() > 1e-3
-    np.testing.assert_allclose(results["tensorflow"]["padded"][valid], no_padding_mask[valid], rtol=0, atol=1e-5)
+    for keras_backend, arrays in hub.items():
+        np.testing.assert_allclose(arrays["unpadded"], ours["unpadded"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(hub["torch"]["padded"][valid], ours["padded"][valid], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ours["padded_other"][valid], ours["padded"][valid], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(hub["torch"]["padded_other"][valid], hub["torch"]["padded"][valid], rtol=0, atol=1e-6)
+    leak = np.abs(hub["tensorflow"]["padded_other"][valid] - hub["tensorflow"]["padded"][valid]).max()
+    assert leak > 1e-3, leak  # the TensorFlow backend's real positions see the padding
+    assert np.abs(hub["tensorflow"]["padded"][valid] - ours["padded"][valid]).max() > 1e-3
 
 
 # -- sentence similarity and paraphrases ------------------------------------------------------------------------

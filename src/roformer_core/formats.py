@@ -321,10 +321,10 @@ def infer_tf1_variant(folder: str, config_path: str, config: RoFormerConfig) -> 
     path = os.path.join(config_path, CONFIG_NAME) if os.path.isdir(config_path) else config_path
     try:
         with open(path, encoding="utf-8") as fh:
-            named = [k for k in _VARIANT_FIELDS if k in json.load(fh)]
-    except (OSError, ValueError, TypeError):  # read once already; a file that changed since says nothing here
+            keys = json.load(fh)
+    except (OSError, ValueError):  # read once already; a file that changed since says nothing here
         return config
-    if named:
+    if not isinstance(keys, dict) or any(k in keys for k in _VARIANT_FIELDS):
         return config
     try:
         entries, _ = _tf_bundle().read_bundle(_locate(folder, "tf1"))

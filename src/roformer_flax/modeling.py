@@ -38,7 +38,6 @@ from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
 from roformer_core.heads import problem_type as _problem_type
 from roformer_core.inputs import LABEL_INPUTS, ArrayFacts, validate_inputs
-from roformer_core.lifecycle import HUB_OPTIONS
 from roformer_flax.adapter import LIFECYCLE, MSGPACK_NAME, params_to_state_dict  # noqa: F401 (public names)
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
                                    SequenceClassifierOutput, TokenClassifierOutput)
@@ -666,8 +665,7 @@ class RoFormerPreTrainedModel:
             >>> model(np.array([[2, 5, 3]])).logits.dtype
             dtype(bfloat16)
         """
-        hub = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs}
-        return LIFECYCLE.load(cls, path, config, dict(dtype=dtype, param_dtype=param_dtype, seed=seed, **hub),
+        return LIFECYCLE.load(cls, path, config, dict(dtype=dtype, param_dtype=param_dtype, seed=seed),
                               **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike, params=None, flax_msgpack: bool = False) -> None:

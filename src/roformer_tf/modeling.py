@@ -30,7 +30,6 @@ from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
 from roformer_core.heads import HEAD_TABLE, problem_type
-from roformer_core.lifecycle import HUB_OPTIONS
 from roformer_tf.adapter import LIFECYCLE
 from roformer_tf.keras_api import KerasModelAPI, register_serializable
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
@@ -541,8 +540,7 @@ class RoFormerPreTrainedModel(KerasModelAPI, keras.Model):
             >>> RoFormerForMaskedLM.from_pretrained(d).config.vocab_size
             100
         """
-        hub = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs}
-        return LIFECYCLE.load(cls, path, config, dict(dtype=dtype, **hub), **kwargs)
+        return LIFECYCLE.load(cls, path, config, dict(dtype=dtype), **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``config.json`` + ``model.safetensors`` (canonical names, the variables' dtype), atomically."""

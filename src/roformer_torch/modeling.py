@@ -25,7 +25,6 @@ from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
 from roformer_core.heads import problem_type
 from roformer_core.inputs import LABEL_INPUTS, ArrayFacts, validate_inputs
-from roformer_core.lifecycle import HUB_OPTIONS
 from roformer_torch.adapter import LIFECYCLE
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
                                    SequenceClassifierOutput, TokenClassifierOutput)
@@ -356,9 +355,18 @@ class RoFormerClassificationHead(nn.Module):
 
 
 # -- losses: one function per kind of roformer_core.heads.LOSS_KINDS ---------------------------
+def _cross_entropy(logits, labels, ignore_index=-100):
+    """Mean cross-entropy over the labelled positions; 0 (and zero gradients) when there are none,
+    in all three backends, where ``F.cross_entropy`` alone would give NaN."""
+    labels = labels.reshape(-1).long()
+    total = F.cross_entropy(logits.reshape(labels.shape[0], -1).float(), labels, ignore_index=ignore_index,
+                            reduction="sum")
+    return total / (labels != ignore_index).sum().clamp(min=1)
+
+
 def token_cross_entropy(logits, labels):
     """Cross-entropy at every position whose label is not -100 (masked LM, token classification)."""
-    return F.cross_entropy(logits.flatten(0, -2).float(), labels.flatten().long(), ignore_index=-100)
+    return _cross_entropy(logits, labels)
 
 
 def shifted_token_cross_entropy(logits, labels):
@@ -374,13 +382,13 @@ def sequence_classification_loss(logits, labels, config: RoFormerConfig):
         return F.mse_loss(logits.squeeze(-1).float(), labels.squeeze(-1).float()) if config.num_labels == 1 \
             else F.mse_loss(logits.float(), labels.float())
     if problem == "single_label_classification":
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+        return _cross_entropy(logits, labels)
     return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
 
 
 def choice_cross_entropy(logits, labels):
     """Cross-entropy over the choices."""
-    return F.cross_entropy(logits.float(), labels)
+    return _cross_entropy(logits, labels)
 
 
 def span_cross_entropy(start_logits, end_logits, start_positions, end_positions):
@@ -388,8 +396,7 @@ def span_cross_entropy(start_logits, end_logits, start_positions, end_positions)
     ignored = start_logits.shape[1]
     start = start_positions.reshape(-1).clamp(0, ignored)
     end = end_positions.reshape(-1).clamp(0, ignored)
-    return (F.cross_entropy(start_logits.float(), start, ignore_index=ignored)
-            + F.cross_entropy(end_logits.float(), end, ignore_index=ignored)) / 2
+    return (_cross_entropy(start_logits, start, ignored) + _cross_entropy(end_logits, end, ignored)) / 2
 
 
 # the names these had before the loss kinds were named
@@ -461,8 +468,7 @@ class RoFormerPreTrainedModel(nn.Module):
             >>> RoFormerForMaskedLM.from_pretrained(d).config.vocab_size
             100
         """
-        hub = {k: kwargs.pop(k) for k in HUB_OPTIONS if k in kwargs}
-        return LIFECYCLE.load(cls, path, config, dict(dtype=dtype, device=device, **hub), **kwargs)
+        return LIFECYCLE.load(cls, path, config, dict(dtype=dtype, device=device), **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``config.json`` + ``model.safetensors`` (canonical names, the model's dtype), atomically."""

@@ -57,12 +57,14 @@ class FeatureExtractionPipeline(Pipeline):
 class TextGenerationPipeline(Pipeline):
     """Continue prompts with a causal LM: ``pipe(prompt_or_prompts, max_new_tokens=None, ...)``.
 
-    As the reference: the prompt is encoded without [CLS]/[SEP]; generation is greedy unless
-    ``do_sample=True`` (then ``temperature``, ``top_k`` (50), ``top_p``, ``seed``); without
-    ``max_new_tokens`` it stops at ``max_length`` (20) tokens in all; each prompt gives
-    ``[{"generated_text": prompt + continuation}]`` (``return_full_text=False``: the
-    continuation only; ``return_tensors=True``: ``{"generated_token_ids": [...]}``). Prompts of
-    the same length are generated together, with the key/value cache.
+    With the reference pipeline's defaults: the prompt is encoded as ``[CLS] prompt [SEP]``
+    (``add_special_tokens=False``: the prompt alone), then continued by sampling
+    (``do_sample=True``, ``temperature=0.7``, ``top_k=50``, ``top_p=1.0``; ``seed`` makes it
+    repeatable; ``do_sample=False`` is greedy) for ``max_new_tokens`` (256) tokens, or up to
+    ``max_length`` tokens in all. Each prompt gives ``[{"generated_text": prompt +
+    continuation}]`` (``return_full_text=False``: the continuation only; ``return_tensors=True``:
+    ``{"generated_token_ids": [...]}``). Prompts of the same length are generated together,
+    with the key/value cache.
 
     Example:
         >>> from roformer_core import RoFormerConfig, RoFormerTokenizer
@@ -72,23 +74,24 @@ class TextGenerationPipeline(Pipeline):
         ...                      intermediate_size=16, is_decoder=True)
         >>> backend = get_backend("torch")
         >>> generate = TextGenerationPipeline(backend.from_config("causal_lm", cfg), tok, backend)
-        >>> generate("今天", max_new_tokens=3)[0]["generated_text"].startswith("今天")
+        >>> generate("今天", max_new_tokens=3, seed=0)[0]["generated_text"].startswith("今天")
         True
-        >>> len(generate("今天", max_new_tokens=3, return_tensors=True)[0]["generated_token_ids"])
-        5
+        >>> generate("今天", max_new_tokens=3, do_sample=False, return_tensors=True)[0]["generated_token_ids"][:4]
+        [2, 5, 6, 3]
     """
 
     task = "text-generation"
     head = "causal_lm"
 
     def __call__(self, inputs: str | Sequence[str], max_new_tokens: int | None = None, max_length: int | None = None,
-                 do_sample: bool = False, temperature: float = 1.0, top_k: int = 50, top_p: float = 1.0,
-                 seed: int | None = None, return_full_text: bool = True, return_tensors: bool = False):
+                 do_sample: bool = True, temperature: float = 0.7, top_k: int = 50, top_p: float = 1.0,
+                 seed: int | None = None, return_full_text: bool = True, return_tensors: bool = False,
+                 add_special_tokens: bool = True):
         texts, single = as_texts(inputs, "prompt")
         for name, value in (("max_new_tokens", max_new_tokens), ("max_length", max_length)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
-        prompts = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        prompts = self.tokenizer(texts, add_special_tokens=add_special_tokens)["input_ids"]
         for i, ids in enumerate(prompts):
             if not ids:
                 raise InputError(f"prompt {i} has no tokens")
@@ -100,7 +103,7 @@ class TextGenerationPipeline(Pipeline):
             by_length.setdefault(len(ids), []).append(i)
         results: list = [None] * len(texts)
         for length, members in sorted(by_length.items()):
-            new = max_new_tokens if max_new_tokens is not None else max((max_length or 20) - length, 1)
+            new = max_new_tokens if max_new_tokens is not None else max(max_length - length, 1) if max_length else 256
             for start in range(0, len(members), self.batch_size):
                 index = members[start:start + self.batch_size]
                 ids = np.array([prompts[i] for i in index], np.int64)
