@@ -169,7 +169,8 @@ def _bert_name(name: str) -> str:
 
 
 def test_tf1_checkpoint_with_projection_optimizer_slots_and_pooler(tmp_path):
-    """embedding_hidden_mapping_in -> embeddings_project; pooler, NSP head, Adam slots, global_step skipped."""
+    """embedding_hidden_mapping_in -> embeddings_project; the pooler kept (RoFormer-Sim has one); NSP head,
+    Adam slots and global_step skipped."""
     import tensorflow as tf  # only to write the checkpoint; the converter reads it without TensorFlow
 
     config = config_for("masked_lm", "embedding_size")
@@ -181,7 +182,9 @@ def test_tf1_checkpoint_with_projection_optimizer_slots_and_pooler(tmp_path):
         assert tf1_to_canonical(original) == (name, original.endswith("kernel"))
         values[original] = array.T if original.endswith("kernel") else array
         values[original + "/adam_m"] = np.ones_like(values[original])
-    values.update({"global_step": np.int64(7), "bert/pooler/dense/kernel": np.ones((32, 32), np.float32),
+    pooler = np.random.default_rng(3).standard_normal((32, 32)).astype(np.float32)  # [in, out] in TF1
+    values.update({"global_step": np.int64(7), "bert/pooler/dense/kernel": pooler,
+                   "bert/pooler/dense/bias": np.arange(32, dtype=np.float32),
                    "cls/seq_relationship/output_bias": np.ones(2, np.float32)})
     ckpt = tmp_path / "tf1"
     tf.compat.v1.train.Saver(var_list={n: tf.Variable(v) for n, v in values.items()}).save(
@@ -190,6 +193,7 @@ def test_tf1_checkpoint_with_projection_optimizer_slots_and_pooler(tmp_path):
     (ckpt / "config.json").rename(ckpt / "bert_config.json")
     result = convert(ckpt, tmp_path / "out")
     assert result.source_format == "tf1"
+    want.update({"roformer.pooler.dense.weight": np.ascontiguousarray(pooler.T), "roformer.pooler.dense.bias": np.arange(32, dtype=np.float32)})
     assert_identical(tensors(tmp_path / "out"), want)
 
 

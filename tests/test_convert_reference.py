@@ -83,7 +83,7 @@ for i in range(L):
 weights = {n: rng.normal(size=s).astype(np.float32) for n, s in shapes.items()}
 slots = {f"{n}/adam_{m}": rng.normal(size=s).astype(np.float32) for n, s in shapes.items() for m in "mv"}
 steps = {"global_step": np.int64(1000)}
-# the reference conversion fails on these two (it has no pooler and no NSP head); ours skips them
+# the reference conversion fails on these two (it has no pooler and no NSP head); ours keeps the pooler
 extra = {"bert/pooler/dense/kernel": rng.normal(size=(H, H)).astype(np.float32),
          "bert/pooler/dense/bias": rng.normal(size=(H,)).astype(np.float32),
          "cls/seq_relationship/output_weights": rng.normal(size=(2, H)).astype(np.float32),
@@ -209,8 +209,14 @@ def test_tf1_checkpoint_converts_like_the_reference_conversion(reference, tmp_pa
     assert (result.source_format, result.head) == ("tf1", "masked_lm")
     ours, ref = Checkpoint(tmp_path / "ours"), Checkpoint(root / "tf1_reference_converted")
     compared = [n for n in ref.names() if "embed_positions" not in n and not n.startswith("cls.predictions.decoder")]
-    assert sorted(ours.names()) == sorted(compared)
+    # the reference conversion drops the pooler; ours keeps it (RoFormer-Sim needs it), read here by TensorFlow
+    assert sorted(n for n in ours.names() if not n.startswith("roformer.pooler.")) == sorted(compared)
     for name in compared:
         assert np.array_equal(ours.get(name), ref.get(name)), name
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(root / "tf1" / "bert_model.ckpt"))
+    assert np.array_equal(ours.get("roformer.pooler.dense.weight"), reader.get_tensor("bert/pooler/dense/kernel").T)
+    assert np.array_equal(ours.get("roformer.pooler.dense.bias"), reader.get_tensor("bert/pooler/dense/bias"))
     assert (tmp_path / "ours" / "vocab.txt").read_text() == "[PAD]\n[UNK]\n"
     assert ours.config.hidden_size == bert_config["hidden_size"]

@@ -195,8 +195,8 @@ def _plan(source: Source, head: str):
 
 def _convert(source: Source, dst: str, to: str, dtype, head: str, max_shard_size, force: bool, progress: bool):
     head = _resolve_head(source, head)
-    config = source.config
     plan = _plan(source, head)
+    config = plan.config  # the file's config, completed from its tensors (a pooler it holds)
     out_config = RoFormerConfig.from_dict(config.to_dict())
     out_config.extra["architectures"] = [HEADS[head]]
     for key in ("torch_dtype", "dtype"):

@@ -318,6 +318,7 @@ class LoadPlan:
     initialised: list[str] = field(default_factory=list)  # head parameters the file lacks
     unused: list[str] = field(default_factory=list)        # another head's parameters, dropped
     ignored: list[str] = field(default_factory=list)       # sinusoid table, tied decoder
+    config: RoFormerConfig | None = None                   # the config to build: the one given, completed
 
     def report(self, cls_name: str) -> None:
         """Log what was initialised or dropped (the reference does the same)."""
@@ -344,9 +345,10 @@ def plan_load(stored: Mapping[str, tuple[int, ...]], config: RoFormerConfig, hea
 
     The family's variants: a config whose ``norm_type``/``use_bias`` contradict the tensors
     (a V2 config over LayerNorm tensors, a V1 config without them) is refused with the
-    tensors named. A checkpoint holding ``roformer.pooler.*`` sets ``config.add_pooling_layer``
-    (the one change made to ``config``: the model is then built with the pooler); a pooler
-    asked for but absent from the file is initialised, like a head.
+    tensors named. A checkpoint holding ``roformer.pooler.*`` has a pooler whatever its config says:
+    ``plan.config`` is then a copy of ``config`` with ``add_pooling_layer`` set (build the model
+    from ``plan.config``; ``config`` itself is left as it is); a pooler asked for but absent from
+    the file is initialised, like a head.
 
     Example:
         >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
@@ -359,8 +361,8 @@ def plan_load(stored: Mapping[str, tuple[int, ...]], config: RoFormerConfig, hea
         ...
         roformer_core.errors.CheckpointError: the config says norm_type 'rms_norm' (RoFormer-V2: norms without parameters), but the checkpoint holds LayerNorm tensors: embeddings.LayerNorm.weight, embeddings.LayerNorm.bias, encoder.layer.0.attention.output.LayerNorm.weight, encoder.layer.0.attention.output.LayerNorm.bias, encoder.layer.0.output.LayerNorm.weight, encoder.layer.0.output.LayerNorm.bias; set norm_type to 'layer_norm' or fix the config
         >>> pooled = {**canonical_spec(cfg, "model"), "pooler.dense.weight": (8, 8), "pooler.dense.bias": (8,)}
-        >>> _ = plan_load(pooled, cfg, "model"); cfg.add_pooling_layer
-        True
+        >>> plan_load(pooled, cfg, "model").config.add_pooling_layer, cfg.add_pooling_layer
+        (True, False)
     """
     ignored = [n for n in stored if _IGNORED.match(n) or (n == _TIED_DECODER and config.tie_word_embeddings)]
     names = [n for n in stored if n not in ignored]
@@ -369,7 +371,7 @@ def plan_load(stored: Mapping[str, tuple[int, ...]], config: RoFormerConfig, hea
         # The checkpoint decides whether there is a pooler (the port's folders and the original
         # TF1 Sim files have one; their configs do not say so): the config is completed here, so
         # the model built from it, and what is saved from it, hold the pooler.
-        config.add_pooling_layer = True
+        config = config.replace(add_pooling_layer=True)
     spec = canonical_spec(config, head)
     head_names = _all_head_names(config)
     stored_has_prefix = any(n.startswith(BASE_PREFIX) for n in names)
@@ -411,7 +413,7 @@ def plan_load(stored: Mapping[str, tuple[int, ...]], config: RoFormerConfig, hea
         problems.append("unexpected: " + ", ".join(unexpected))
     if problems:
         raise CheckpointError("checkpoint does not fit the config " + _summary(config) + ": " + " | ".join(problems))
-    return LoadPlan(sources, initialised, unused, ignored)
+    return LoadPlan(sources, initialised, unused, ignored, config)
 
 
 _POOLER = re.compile(r"^(roformer\.)?pooler\.dense\.(weight|bias)$")

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from roformer_core.checkpoint import LoadPlan, canonical_spec, plan_load, save_checkpoint
+from roformer_core.checkpoint import HEADS, LoadPlan, canonical_spec, plan_load, save_checkpoint
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import CheckpointError
 from roformer_core.formats import FILE_NAMES, Source, open_source
@@ -161,6 +161,7 @@ class Lifecycle:
         try:
             config = source.config.replace(**config_overrides) if config_overrides else source.config
             plan = plan_load(source.shapes(), config, cls.head)
+            config = plan.config
             first = next(iter(plan.sources.values()), None)
             tag = source.tensors[first].tag if first is not None else "F32"
             model = self.build(cls, config, tag, **options)
@@ -196,7 +197,12 @@ class Lifecycle:
             if tag:
                 tags[name] = tag
             tensors.append((name, array))
-        save_checkpoint(directory, model.config, tensors, tags=tags, extra_files=extra_files)
+        config = model.config
+        if config.extra.get("architectures") != [HEADS[model.head]]:
+            # which head the weights are for: heads with the same tensors (masked vs causal LM; a
+            # tied V2 masked LM has no head tensors at all) are told apart by it, as in the reference
+            config = config.replace(architectures=[HEADS[model.head]])
+        save_checkpoint(directory, config, tensors, tags=tags, extra_files=extra_files)
 
 
 __all__ = ["Lifecycle", "open_checkpoint", "check_state_dict", "storage", "HUB_WEIGHTS", "HUB_OPTIONS", "LOAD_OPTIONS", "FILE_NAMES"]
