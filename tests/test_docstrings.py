@@ -10,7 +10,9 @@ MODULES = ["roformer_core", "roformer_core.config", "roformer_core.errors", "rof
            "roformer_core.outputs", "roformer_core.generation", "roformer_core.inputs", "roformer_core.tokenizer",
            "roformer_core.wordpiece", "roformer_core.vocab_builder", "roformer_core.heads", "roformer_core.lifecycle",
            "roformer_core.formats", "roformer_core.torch_pickle", "roformer_core.collator", "roformer_core.hub",
-           "roformer_core.similarity", "roformer_core.backends", "roformer_torch", "roformer_torch.modeling"]
+           "roformer_core.similarity", "roformer_core.backends", "roformer_core.pipelines", "roformer_core.pipelines.base",
+           "roformer_core.pipelines.fill_mask", "roformer_core.pipelines.classification",
+           "roformer_core.pipelines.question_answering", "roformer_core.pipelines.generation", "roformer_core.cli", "roformer_torch", "roformer_torch.modeling"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -376,6 +376,18 @@ def test_tokenizer_checked_against_the_model(backend, assets, tmp_path):
         pipe.forward({"input_ids": bad, "attention_mask": np.ones_like(bad), "token_type_ids": np.zeros_like(bad)})
 
 
+def test_model_folder_without_its_tokenizer(assets, tmp_path):
+    import shutil
+
+    folder = tmp_path / "no-tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(os.path.join(assets["masked_lm"], name), folder)
+    with pytest.raises(InputError, match="no-tokenizer has no vocab.txt: save the tokenizer beside the model"):
+        pipeline("fill-mask", str(folder))
+    assert pipeline("fill-mask", str(folder), tokenizer=assets["tokenizer"]).task == "fill-mask"
+
+
 def test_truncation_at_the_tokenizers_limit(assets, tmp_path):
     """A tokenizer with a model_max_length cuts texts there; a [MASK] cut off is named."""
     folder = tmp_path / "short"

@@ -42,8 +42,9 @@ class KerasLifecycle(Lifecycle):
     native_file = "tf_model.h5"
     dtypes = {"F16": "float16", "BF16": "bfloat16"}
 
-    def build(self, cls, config, tag, dtype=None):
-        return cls.from_roformer_config(config, dtype=self.dtypes.get(tag) if dtype is None else dtype)
+    def build(self, cls, config, tag, dtype=None, gradient_checkpointing=False):
+        return cls.from_roformer_config(config, dtype=self.dtypes.get(tag) if dtype is None else dtype,
+                                        gradient_checkpointing=gradient_checkpointing)
 
     def variables(self, model):
         for name, variable, transpose in model.named_variables():
@@ -115,6 +116,8 @@ class KerasBackend(Backend):
     def infer(self, model, inputs, fields=("logits",)):
         import tensorflow as tf
 
+        if model.head == "multiple_choice":  # [batch, choices, seq]: the generic path
+            return super().infer(model, inputs, fields)
         names = tuple(sorted(k for k, v in inputs.items() if v is not None))
         functions = _INFER.setdefault(model, {})
         key = (names, tuple(fields))

@@ -169,10 +169,9 @@ flax_pipeline = for_backend("flax")
 
 
 def _needs(task: str) -> str:
-    heads = ACCEPTED_HEADS[task]
     if task == "feature-extraction":
         return "RoFormer model"
-    return " or ".join(HEAD_TABLE[h].class_name for h in heads[:1]) + " (a checkpoint with that head)"
+    return HEAD_TABLE[ACCEPTED_HEADS[task][0]].class_name + " (a checkpoint with that head)"
 
 
 def _default_backend() -> str:
@@ -213,9 +212,13 @@ def _load(task: str, cls, location, backend, dtype: str | None, hub_options: dic
 
 
 def _tokenizer(tokenizer, hub_options: dict):
-    from roformer_core.tokenizer import RoFormerTokenizer
+    from roformer_core.tokenizer import VOCAB_NAME, RoFormerTokenizer
 
     if isinstance(tokenizer, (str, os.PathLike)):
+        folder = os.fspath(tokenizer)
+        if os.path.isdir(folder) and not os.path.exists(os.path.join(folder, VOCAB_NAME)):
+            raise InputError(f"{folder} has no {VOCAB_NAME}: save the tokenizer beside the model "
+                             f"(tokenizer.save_pretrained(folder)) or pass tokenizer=")
         return RoFormerTokenizer.from_pretrained(tokenizer, **hub_options)
     return tokenizer
 
