@@ -177,8 +177,15 @@ def test_inputs_embeds_equal_ids(backend, refs):
 def test_prediction_mask_gives_logits_at_those_positions(backend, refs):
     folder, config, inputs, _, _, _, want, _ = refs.get("masked_lm")
     where = inputs["attention_mask"].astype(bool) & (np.arange(inputs["input_ids"].shape[1]) % 2 == 0)
-    got = backend.run(backend.load("masked_lm", folder), {**inputs, "prediction_mask": where})
+    model = backend.load("masked_lm", folder)
+    got = backend.run(model, {**inputs, "prediction_mask": where})
     np.testing.assert_allclose(got["logits"], want["logits"][where], atol=1e-5, rtol=0)
+    # with labels, full [batch, seq] or only those positions' [count]: the loss of those positions
+    labels = np.where(where, inputs["input_ids"], -100)
+    full = backend.run(model, {**inputs, "labels": labels})["loss"]
+    for given in (labels, inputs["input_ids"][where]):
+        loss = backend.run(model, {**inputs, "prediction_mask": where, "labels": given})["loss"]
+        np.testing.assert_allclose(loss, full, atol=1e-5, rtol=0)
 
 
 # -- decoding -------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """roformer_tf training and deployment: one SGD step against PyTorch, model.fit (XLA, mixed precision,
-user losses and metrics), MirroredStrategy, Keras files and a SavedModel served without this package."""
+user losses and metrics), masked positions, recomputation and bf16 training, the checks at fit's data
+boundary, MirroredStrategy, Keras files and a SavedModel served without this package."""
 
 import json
 import os
@@ -20,6 +21,7 @@ from test_tf_modeling import checkpoint, tf_device  # noqa: E402,F401  (shared f
 
 import roformer_torch  # noqa: E402
 import roformer_tf  # noqa: E402
+from roformer_core import MaskedLMCollator  # noqa: E402
 from roformer_core.errors import InputError  # noqa: E402
 from roformer_tf import MODEL_CLASSES  # noqa: E402
 
@@ -225,6 +227,249 @@ def test_fit_rejects_bad_input_with_a_clear_error(checkpoint):
     bad = dict(inputs, input_ids=inputs["input_ids"].astype(np.float32))
     with pytest.raises(InputError, match="input_ids must hold integers"):
         model.fit(tf.data.Dataset.from_tensor_slices((bad, labels)).batch(4), verbose=0, shuffle=False)
+
+
+# -- masked positions, recomputation, bf16 ---------------------------------------------------------
+def _collator_batches(config, count, batch=8, seq=24, seed=0):
+    """``count`` MaskedLMCollator batches (numpy dicts) of the same rows, masked differently each time."""
+    collator = MaskedLMCollator(vocab_size=config.vocab_size, mask_token_id=4, pad_token_id=0,
+                                special_ids=(0, 1, 2, 3, 4), max_length=seq, seed=seed)
+    rng = np.random.default_rng(seed)
+    rows = [[2] + rng.integers(5, 40, rng.integers(seq // 2, seq - 1)).tolist() + [3] for _ in range(batch)]
+    return [collator(rows) for _ in range(count)]
+
+
+def _stack(batches):
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+SEQUENCE = ("input_ids", "attention_mask", "token_type_ids")
+MASKED = ("masked_positions", "masked_labels", "masked_weights")
+
+
+def _loss_and_gradients(model, inputs):
+    with tf.GradientTape() as tape:
+        loss = model(**inputs, training=True).loss
+    return loss, [tf.convert_to_tensor(g) for g in tape.gradient(loss, model.trainable_weights)]
+
+
+def _gradients(model, inputs, jit=None):
+    """(loss, gradients as numpy): eager, or in one XLA-compiled function with ``jit=True``."""
+    step = lambda: _loss_and_gradients(model, inputs)  # noqa: E731
+    loss, grads = tf.function(step, jit_compile=True)() if jit else step()
+    return float(loss), [g.numpy() for g in grads]
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_masked_positions_loss_and_gradients_equal_the_full_sequence(variant):
+    config = config_for("masked_lm")
+    if variant == "v2":
+        config = config.replace(norm_type="rms_norm", use_bias=False, hidden_act="relu")
+    keras.utils.set_random_seed(0)
+    model = MODEL_CLASSES["masked_lm"](config)
+    batch = _collator_batches(config, 1)[0]
+    sequence = {k: batch[k] for k in SEQUENCE}
+    assert (batch["masked_weights"] == 0).any()  # padded positions are part of the case
+    full_loss, full = _gradients(model, {**sequence, "labels": batch["labels"]})
+    masked_loss, masked = _gradients(model, {**sequence, **{k: batch[k] for k in MASKED}})
+    assert abs(full_loss - masked_loss) < 1e-5
+    for name, a, b in zip([w.path for w in model.trainable_weights], full, masked):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5, err_msg=name)
+    # the logits are the full pass's at the gathered positions, and the weights are real weights
+    out = model(**sequence, masked_positions=batch["masked_positions"])
+    every = model(**sequence).logits.numpy()
+    np.testing.assert_allclose(out.logits.numpy(), np.take_along_axis(every, batch["masked_positions"][..., None], 1),
+                               atol=1e-5)
+    labels = np.where(batch["masked_weights"] > 0, batch["masked_labels"], 3)  # no -100: the weights decide
+    weights = batch["masked_weights"] * np.where(np.arange(labels.shape[1]) % 2, 2.0, 1.0)
+    weighted = float(model(**sequence, masked_positions=batch["masked_positions"], masked_labels=labels,
+                           masked_weights=weights).loss)
+    log_probs = tf.nn.log_softmax(out.logits).numpy()
+    picked = -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0]
+    assert abs(weighted - (weights * picked).sum() / weights.sum()) < 1e-5
+
+
+def test_fit_with_xla_on_collator_batches_uses_the_masked_positions(checkpoint, monkeypatch):
+    import roformer_tf.modeling
+
+    folder, config = checkpoint("masked_lm"), config_for("masked_lm")
+    batches = _collator_batches(config, 4)
+    model = MODEL_CLASSES["masked_lm"].from_pretrained(folder)
+    start = np.mean([float(model(**b).loss) for b in batches])
+    traced = []
+    masked_loss = roformer_tf.modeling.masked_token_cross_entropy
+    monkeypatch.setattr(roformer_tf.modeling, "masked_token_cross_entropy",
+                        lambda *a: traced.append(1) or masked_loss(*a))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True)
+    # the collator's batches as they are (numpy dicts, the full-sequence labels too)
+    dataset = tf.data.Dataset.from_tensor_slices(_stack(batches)).batch(8)
+    history = model.fit(dataset, epochs=4, verbose=0, shuffle=False).history["loss"]
+    assert traced and model.jit_compile  # the step's loss is the masked positions' one
+    assert all(b < a for a, b in zip([start] + history, history)), (start, history)
+    more = model.fit(_stack(batches), batch_size=8, epochs=1, verbose=0, shuffle=False).history["loss"]
+    assert more[0] < history[-1]
+    out = model(**batches[0])
+    assert out.logits.shape == (8, batches[0]["masked_positions"].shape[1], config.vocab_size)
+
+
+def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(checkpoint, monkeypatch):
+    """With dropout on: the recomputation draws the forward pass's dropout masks (eager and XLA)."""
+    config = config_for("masked_lm")
+    folder = checkpoint("masked_lm")
+    dropout = dict(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
+    model = MODEL_CLASSES["masked_lm"].from_pretrained(folder, gradient_checkpointing=True, **dropout)
+    assert model.gradient_checkpointing
+    runs = []
+    recompute_grad = tf.recompute_grad
+
+    def counting(f):
+        return recompute_grad(lambda *a: runs.append(1) or f(*a))
+
+    monkeypatch.setattr(tf, "recompute_grad", counting)
+    inputs, labels = _mlm_data(config, n=4)
+    weights = {id(w) for w in model.weights}
+    seeds = [v for v in model.variables if id(v) not in weights]  # the dropout layers' seed states
+    start = [v.numpy() for v in seeds]
+
+    def gradients(on, jit):
+        model.gradient_checkpointing = on
+        for v, value in zip(seeds, start):
+            v.assign(value)
+        return _gradients(model, {**inputs, "labels": labels}, jit)
+
+    for jit in (False, True):
+        runs.clear()
+        plain = gradients(False, jit)
+        assert not runs
+        recomputed = gradients(True, jit)
+        assert len(runs) == 2 * config.num_hidden_layers  # each layer: its forward pass, then once more
+        assert abs(plain[0] - recomputed[0]) < 1e-6
+        for a, b in zip(plain[1], recomputed[1]):
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+        assert max(np.abs(a).max() for a in plain[1]) > 1e-3
+    # inference and the cache never recompute
+    runs.clear()
+    model(**inputs)
+    assert not runs
+    # fit with it: the same weights after two steps as without (no dropout: nothing random)
+    trained = {}
+    for on in (False, True):
+        m = MODEL_CLASSES["masked_lm"].from_pretrained(folder, gradient_checkpointing=on)
+        m.compile(optimizer=keras.optimizers.SGD(0.5))
+        m.fit(tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(2), verbose=0, shuffle=False)
+        trained[on] = [w.numpy() for w in m.weights]
+    for a, b in zip(trained[False], trained[True]):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+
+
+def test_twenty_bf16_steps_track_the_float32_loss_curve(checkpoint):
+    """``mixed_bfloat16`` fit on collator batches (masked positions) against float32 from the same start.
+
+    Tolerance: bfloat16 keeps 8 significant bits, so each matmul input is rounded by up to 2^-9
+    (0.2%) relative; on this model the per-step losses (3-4.6 nats) then differ by a few 1e-3
+    (3.6e-3 at most measured over 20 Adam steps). 0.02 nats allows that drift to grow five-fold
+    while the float32 curve itself falls by more than 0.5 nats, with steps of 0.1 and more: a
+    bf16 run that did not follow it step by step (a wrong loss, a diverging update) fails.
+    """
+    folder, config = checkpoint("masked_lm"), config_for("masked_lm")
+    dataset = tf.data.Dataset.from_tensor_slices(_stack(_collator_batches(config, 20))).batch(8)
+
+    def curve(policy):
+        model = MODEL_CLASSES["masked_lm"].from_pretrained(folder, dtype=policy)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        means = []
+        log = keras.callbacks.LambdaCallback(on_train_batch_end=lambda _, logs: means.append(float(logs["loss"])))
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False, callbacks=[log])
+        totals = np.asarray(means, np.float64) * np.arange(1, len(means) + 1)  # Keras logs the running mean
+        return model, np.diff(totals, prepend=0.0)
+
+    fp32_model, fp32 = curve("float32")
+    bf16_model, bf16 = curve("mixed_bfloat16")
+    assert len(fp32) == len(bf16) == 20
+    out = bf16_model(**_collator_batches(config, 1, seed=3)[0])
+    assert out.logits.dtype == tf.bfloat16 and out.loss.dtype == tf.float32  # bf16 compute, fp32 loss
+    assert all(w.dtype == "float32" for w in bf16_model.weights)  # fp32 master weights
+    assert fp32[0] - fp32[-5:].mean() > 0.5, fp32
+    np.testing.assert_allclose(bf16, fp32, rtol=0, atol=0.02)
+    assert np.abs(bf16 - fp32).max() > 0  # bf16 really ran
+
+
+# -- fit's data boundary: bad batches are one InputError before any compiled step ----------------------
+def _bad(case, inputs, labels, collated):
+    """(features, labels) of one bad case; the first batch of 2 holds the bad value."""
+    inputs, labels, collated = dict(inputs), labels.copy(), dict(collated)
+    if case == "id past the vocabulary":
+        inputs["input_ids"] = inputs["input_ids"].copy()
+        inputs["input_ids"][1, 2] = 99
+    elif case == "id -1":
+        inputs["input_ids"] = inputs["input_ids"].copy()
+        inputs["input_ids"][0, 1] = -1
+    elif case == "token type 2":
+        inputs["token_type_ids"] = np.full_like(inputs["input_ids"], 2)
+    elif case == "label past the vocabulary":
+        labels[0, 3] = 150
+    elif case == "masked position past the sequence":
+        collated["masked_positions"] = collated["masked_positions"].copy()
+        collated["masked_positions"][1, 0] = 30
+        return collated, None
+    elif case == "masked label past the vocabulary":
+        collated["masked_labels"] = collated["masked_labels"].copy()
+        collated["masked_labels"][0, 0] = 120
+        return collated, None
+    return inputs, labels
+
+
+BAD_BATCHES = {
+    "id past the vocabulary": "input_ids holds ids up to 99, outside [0, 99) (config vocab_size = 99)",
+    "id -1": "input_ids holds ids down to -1, outside [0, 99) (config vocab_size = 99)",
+    "token type 2": "token_type_ids holds ids up to 2, outside [0, 2) (config type_vocab_size = 2)",
+    "label past the vocabulary": "labels holds 150, outside [0, 99) (vocab_size = 99); -100 marks a position "
+                                 "without a label",
+    "masked position past the sequence": "masked_positions holds 30, outside [0, 24) (the sequence length)",
+    "masked label past the vocabulary": "masked_labels holds 120, outside [0, 99) (vocab_size = 99); -100 marks a "
+                                        "position without a label",
+}
+
+
+def _one_line(call, message):
+    with pytest.raises(InputError) as info:
+        call()
+    assert str(info.value) == message
+    assert info.value.__cause__ is None and (info.value.__context__ is None or info.value.__suppress_context__)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_fit_checks_every_batch_at_its_data_boundary(checkpoint, jit):
+    """Under XLA, out-of-range ids would gather garbage and graph mode reads id -1 as the last row,
+    silently; a bad batch from a dataset, arrays, a generator or validation data, in fit, evaluate,
+    predict or train_on_batch, is the eager path's one InputError, before any step runs on it."""
+    folder, config = checkpoint("masked_lm"), config_for("masked_lm")
+    model = MODEL_CLASSES["masked_lm"].from_pretrained(folder)
+    model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=jit)
+    before = [w.numpy() for w in model.weights]
+    inputs, labels = _mlm_data(config, n=4, seq=24)
+    collated = _collator_batches(config, 1, batch=4)[0]
+    cases = BAD_BATCHES if jit else {k: BAD_BATCHES[k] for k in ("id -1", "label past the vocabulary")}
+    for case, message in cases.items():
+        x, y = _bad(case, inputs, labels, collated)
+        eager = (lambda: model(**x, labels=y)) if y is not None else (lambda: model(**x))
+        _one_line(eager, message)  # the eager path's message, word for word
+        dataset = tf.data.Dataset.from_tensor_slices(x if y is None else (x, y)).batch(2)
+        _one_line(lambda: model.fit(dataset, verbose=0, shuffle=False), message)
+        _one_line(lambda: model.fit(x, y, batch_size=2, verbose=0, shuffle=False), message)
+        for w, b in zip(model.weights, before):
+            np.testing.assert_array_equal(w.numpy(), b, err_msg=case)  # no step ran
+    x, y = _bad("id -1", inputs, labels, collated)
+    good = tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(2)
+    bad = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    message = BAD_BATCHES["id -1"]
+    _one_line(lambda: model.evaluate(bad, verbose=0), message)
+    _one_line(lambda: model.predict(bad, verbose=0), message)
+    _one_line(lambda: model.train_on_batch(x, y), message)
+    _one_line(lambda: model.fit((b for b in [(inputs, labels), (x, y)]), verbose=0, shuffle=False), message)
+    _one_line(lambda: model.fit(good, validation_data=bad, verbose=0, shuffle=False), message)
+    _one_line(lambda: model.fit(good, validation_data=(x, y), verbose=0, shuffle=False), message)
+    assert np.isfinite(model.fit(good, validation_data=good, verbose=0, shuffle=False).history["val_loss"]).all()
 
 
 # -- distribution ----------------------------------------------------------------------------------

@@ -224,9 +224,8 @@ class Backend:
         return array.astype(np.float32) if array.dtype.kind == "f" or array.dtype.name == "bfloat16" else array
 
     def predictor(self, model, field: str = "logits"):
-        """A function ``(numpy inputs) -> numpy output field``, compiled where the framework can
-        (``tf.function``, ``jax.jit``; traced once per input shape), for serving many batches.
-        ``prediction_mask`` (masked LM) has a data-dependent shape: give it, and that call runs eagerly.
+        """A function ``(numpy inputs) -> numpy output field``: :meth:`infer` for one field, compiled
+        where the framework can, for serving many batches (the caller checks id values first).
 
         Example:
             >>> from roformer_core import RoFormerConfig
@@ -237,7 +236,7 @@ class Backend:
             >>> predict({"input_ids": np.array([[2, 4, 3]])}).shape
             (1, 3, 50)
         """
-        return lambda inputs: self.run(model, inputs)[field]
+        return lambda inputs: self.infer(model, inputs, (field,))[field]
 
     def step(self, model, inputs: Mapping[str, Any], past=None, **options) -> tuple[dict[str, Any], Any]:
         """One decoding step: ``(numpy outputs, the framework's cache)``; pass the cache back as ``past``.

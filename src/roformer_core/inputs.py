@@ -167,6 +167,8 @@ def _check_labels(config, spec, facts, shape) -> None:
         limit, field = config.num_labels, "num_labels"
         if not labels.integer or config.problem_type in ("regression", "multi_label_classification"):
             limit = None
+    if token_level and facts.get("prediction_mask") is not None:
+        wants.append(tuple(labels.shape[:1]))  # the labels of the masked positions only: [count]
     known = None not in tuple(labels.shape) + tuple(shape)
     if known and tuple(labels.shape) not in wants:
         raise InputError(f"labels has shape {tuple(labels.shape)}; the {spec.name} head wants "

@@ -1,6 +1,7 @@
 """``python -m roformer_demo`` (``./run main``): train, convert and serve a RoFormer in three backends.
 
     python -m roformer_demo [run] [--out runs/demo] [--tiny] [sizes ...]   the whole pipeline (default)
+    python -m roformer_demo run --resume [same options]       after an interruption: carry on where it stopped
     python -m roformer_demo vocab | train --backend keras|torch|flax | eval | flax | convert
     python -m roformer_demo predict "质量很好" [--file F | -] --backend torch|keras|flax
     python -m roformer_demo fill-mask "今天[MASK]气很好" [--file F | -] --backend torch|keras|flax
@@ -114,6 +115,11 @@ def _tiny(p: argparse.ArgumentParser) -> None:
                    "a few steps (explicit sizes still win)")
 
 
+def _resume(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="after an interrupted run into the same --out: skip "
+                   "the stages it finished (with the same settings) and carry on training from the last backup")
+
+
 def _serve_options(p: argparse.ArgumentParser, what: str, example: str) -> None:
     p.add_argument("texts", nargs="*", metavar="TEXT", help=f"{what} (e.g. {example}); none: read --file or stdin")
     p.add_argument("--file", metavar="PATH", help="one text per line; - for stdin")
@@ -137,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the whole pipeline: vocab, train (Keras), save, eval (PyTorch), flax, convert",
                        description="Every stage in order, then a summary (also in OUT/summary.txt, metrics.json).")
-    _out(p), _tiny(p), _data_options(p), _model_options(p), _flax_options(p)
+    _out(p), _tiny(p), _data_options(p), _model_options(p), _flax_options(p), _resume(p)
 
     p = sub.add_parser("vocab", help="1: split the reviews, build the vocabulary, tokenize",
                        description="Write the fixed split (OUT/data) and the tokenizer (OUT/tokenizer).")
@@ -147,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train in one backend; writes OUT/mlm and OUT/classifier (canonical "
                        "checkpoint + tokenizer). Needs `vocab` first.")
     p.add_argument("--backend", default="keras", help="keras (default: model.fit), torch or flax (pmap)")
-    _out(p), _tiny(p), _model_options(p)
+    _out(p), _tiny(p), _model_options(p), _resume(p)
 
     p = sub.add_parser("eval", help="4: test accuracy and F1 against the baseline, example sentences",
                        description="Evaluate the classifier on the held-out reviews next to a bag-of-words "
@@ -271,7 +277,7 @@ def _run_stage(args, settings, pipeline) -> int:
     from roformer_demo.report import banner
 
     if args.command == "run":
-        pipeline.run(settings)
+        pipeline.run(settings, resume=args.resume)
         return 0
     ws = pipeline.Workspace(settings)
     if args.command == "vocab":
@@ -279,7 +285,7 @@ def _run_stage(args, settings, pipeline) -> int:
         pipeline.stage_vocab(ws)
     elif args.command == "train":
         banner(2, f"training ({settings.backend})")
-        pipeline.stage_train(ws, settings.backend)
+        pipeline.stage_train(ws, settings.backend, resume=args.resume)
         banner(3, "the canonical checkpoint")
         pipeline.stage_save(ws)
     elif args.command == "eval":

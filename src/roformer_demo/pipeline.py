@@ -23,8 +23,10 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import shutil
 import time
 
 import numpy as np
@@ -48,6 +50,27 @@ EXAMPLES = ("这本书写得太好了，强烈推荐！", "质量很差，用了
 #: Fill-mask examples (People's Daily style and review style).
 MASK_EXAMPLES = ("今天[MASK]气很好。", "中国[MASK]民共和国", "这本书写得非常[MASK]。")
 NEWS_FILE = "news.txt"
+
+
+#: the settings each stage's output depends on (recorded in its stamp, compared by ``run --resume``)
+BUILT_FROM = {
+    "vocab": ("seed", "max_examples", "news_sentences", "vocab_size", "max_length"),
+    "train": ("seed", "layers", "hidden", "heads", "intermediate", "epochs", "batch_size", "learning_rate",
+              "mlm_steps", "max_steps"),
+    "flax": ("flax_steps", "batch_size"),
+}
+#: where a stage being trained keeps its training checkpoints (removed once the stage is complete)
+CHECKPOINTS = "checkpoints"
+
+
+def built_from(stage: str, settings: Settings) -> dict:
+    """The settings ``stage``'s output was built from, as its stamp records them.
+
+    Example:
+        >>> built_from("flax", Settings())
+        {'flax_steps': 6, 'batch_size': 32}
+    """
+    return {k: getattr(settings, k) for k in BUILT_FROM.get(stage, ())}
 
 
 class Workspace:
@@ -165,8 +188,7 @@ def stage_vocab(ws: Workspace) -> dict:
                          for r in stats}}
     write_json(layout.report("vocab"), report)
     ws._finished("vocab", [layout.data, layout.tokenizer, layout.report("vocab")],
-                 built_from={k: getattr(s, k) for k in ("seed", "max_examples", "news_sentences", "vocab_size",
-                                                        "max_length")})
+                 built_from=built_from("vocab", s))
     return report
 
 
@@ -181,8 +203,13 @@ def _trainer(backend: str):
     return module
 
 
-def stage_train(ws: Workspace, backend: str | None = None) -> dict:
+def stage_train(ws: Workspace, backend: str | None = None, resume: bool = False) -> dict:
     """Masked-LM pass (``mlm_steps`` > 0), then the classifier, in ``backend`` (default: the settings').
+
+    In Keras each pass backs itself up as it trains (``OUT/checkpoints/<pass>``, kept until the
+    stage is complete); with ``resume`` a pass carries on from its newest backup, to the same
+    weights, and a finished pass is not trained again. Without it, backups of an earlier run
+    are removed first. PyTorch and Flax passes start from the beginning.
 
     Example:
         >>> stage_train(Workspace(Settings(out="runs/demo")), "torch")["classifier"]["steps"]  # doctest: +SKIP
@@ -191,6 +218,14 @@ def stage_train(ws: Workspace, backend: str | None = None) -> dict:
     s, layout = ws.settings, ws.layout
     backend = check_backend(backend or s.backend)
     ws._started("train")
+    checkpoints = os.path.join(layout.root, CHECKPOINTS)
+    if not resume:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+
+    def backed_up(name: str) -> dict:
+        # the backups are only for this backend's trainer, and only for these settings (see `run --resume`)
+        return {"backup": os.path.join(checkpoints, f"train-{name}")} if backend == "keras" else {}
+
     tokenizer = ws.tokenizer()
     config = s.model_config(tokenizer.vocab_size)
     trainer = _trainer(backend)
@@ -204,7 +239,7 @@ def stage_train(ws: Workspace, backend: str | None = None) -> dict:
         recipe = Recipe(max_steps=s.mlm_steps, batch_size=s.batch_size, learning_rate=s.learning_rate, seed=s.seed)
         print(f"masked-LM pass: {s.mlm_steps} steps of {s.batch_size} on People's Daily + training reviews "
               f"({backend})")
-        _, history = trainer.train(task, recipe, init=None, out=layout.mlm)
+        _, history = trainer.train(task, recipe, init=None, out=layout.mlm, **backed_up("mlm"))
         report["mlm"] = history.to_dict()
         init = layout.mlm
         print("the classifier starts from this masked LM's encoder; its head is new")
@@ -215,15 +250,14 @@ def stage_train(ws: Workspace, backend: str | None = None) -> dict:
                     seed=s.seed)
     print(f"sentiment classifier: {len(task.train_rows):,} reviews, {s.epochs} epoch(s), batch {s.batch_size}, "
           f"validation each epoch ({backend})")
-    _, history = trainer.train(task, recipe, init=init, out=layout.classifier)
+    _, history = trainer.train(task, recipe, init=init, out=layout.classifier, **backed_up("classifier"))
     report["classifier"] = history.to_dict()
     report["parameters"] = _parameters(layout.classifier)
     write_json(layout.report("train"), report)
     # with --mlm-steps 0, OUT/mlm may hold an older run's masked LM: it is not stamped as this run's
     ws._finished("train", ([layout.mlm] if s.mlm_steps else []) + [layout.classifier, layout.report("train")],
-                 inputs=["vocab"], built_from={"backend": backend, **{k: getattr(s, k) for k in (
-                     "seed", "layers", "hidden", "heads", "intermediate", "epochs", "batch_size", "learning_rate",
-                     "mlm_steps", "max_steps")}})
+                 inputs=["vocab"], built_from={"backend": backend, **built_from("train", s)})
+    shutil.rmtree(os.path.join(layout.root, CHECKPOINTS), ignore_errors=True)  # the stage is complete
     return report
 
 
@@ -382,7 +416,7 @@ def stage_flax(ws: Workspace) -> dict:
                                "global_batch": batch}
     write_json(layout.report("flax"), report)
     ws._finished("flax", ([layout.flax_continued] if s.flax_steps else []) + [layout.report("flax")],
-                 inputs=["vocab", "train"], built_from={"flax_steps": s.flax_steps, "batch_size": s.batch_size})
+                 inputs=["vocab", "train"], built_from=built_from("flax", s))
     return report
 
 
@@ -437,19 +471,56 @@ STAGES = (("vocab", "vocabulary and tokenization"), ("train", "training ({backen
           ("convert", "roformer_convert: round trips and verify"))
 
 
-def run(settings: Settings) -> dict:
+def completed(ws: Workspace, stage: str) -> dict | None:
+    """The report of ``stage`` when a run into the same folder finished it with these settings and
+    its outputs (and those it was built from) are still in place; None otherwise.
+
+    Example:
+        >>> completed(Workspace(Settings(out="/nonexistent")), "vocab") is None
+        True
+    """
+    try:
+        stamp = stamps.require(ws.layout, stage)
+    except InputError:
+        return None
+    wanted = built_from(stage, ws.settings)
+    if stage == "train":
+        wanted["backend"] = ws.settings.backend
+    if stage == "eval":
+        wanted["backend"] = "torch"
+    if any(stamp["built_from"].get(k) != v for k, v in wanted.items()):
+        return None
+    try:
+        with open(ws.layout.report(stage), encoding="utf-8") as fh:
+            report = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    ws._stamps[stage] = stamp
+    return report
+
+
+def run(settings: Settings, resume: bool = False) -> dict:
     """Every stage in order, then the summary (printed, and written to ``summary.txt`` / ``metrics.json``).
+
+    With ``resume`` (``run --resume``, after a run into the same folder was interrupted), a stage
+    whose outputs are complete for these settings is not run again, and the stage that was
+    interrupted carries on from its training checkpoint where it has one (Keras training).
 
     Example: see the module docstring.
     """
     ws = Workspace(settings)
     times: dict[str, float] = {}
     reports: dict[str, dict] = {}
-    functions = {"vocab": stage_vocab, "train": stage_train, "save": stage_save,
+    functions = {"vocab": stage_vocab, "train": lambda w: stage_train(w, resume=resume), "save": stage_save,
                  "eval": lambda w: stage_eval(w, "torch"), "flax": stage_flax, "convert": stage_convert}
     started = time.perf_counter()
     for number, (name, title) in enumerate(STAGES, 1):
         banner(number, title.format(backend=settings.backend))
+        done = completed(ws, name) if resume else None
+        if done is not None:
+            reports[name], times[name] = done, 0.0
+            print(f"({name}: complete from an earlier run, not run again)")
+            continue
         with Timer(times, name):
             reports[name] = functions[name](ws)
         print(f"({name}: {times[name]:.0f}s)")
@@ -506,5 +577,5 @@ def summarize(settings: Settings, reports: dict, times: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Workspace", "run", "stage_vocab", "stage_train", "stage_save", "stage_eval", "stage_flax",
+__all__ = ["Workspace", "run", "completed", "built_from", "BUILT_FROM", "stage_vocab", "stage_train", "stage_save", "stage_eval", "stage_flax",
            "stage_convert", "summarize", "EXAMPLES", "MASK_EXAMPLES"]

@@ -137,11 +137,19 @@ def _batch_stream(task: Task, batch_size: int, rng: np.random.Generator):
         yield from task.train_batches(batch_size, rng)
 
 
-def train(task: Task, recipe: Recipe, init: str | None = None, out: str | None = None, verbose=None):
+#: training steps between two backups of a run with a backup folder
+BACKUP_EVERY = 50
+
+
+def train(task: Task, recipe: Recipe, init: str | None = None, out: str | None = None, verbose=None,
+          backup: str | None = None):
     """Fit ``task`` with ``recipe``; save the canonical checkpoint and the tokenizer to ``out``.
 
     Returns ``(model, History)``. ``verbose`` is Keras' (default: a live bar on a terminal,
-    one line per epoch otherwise). Example: see the module docstring.
+    one line per epoch otherwise). With ``backup`` (a folder), ``roformer_tf.callbacks.BackupAndRestore``
+    backs the run up every :data:`BACKUP_EVERY` steps and at each epoch's end, and a run started
+    again carries on from the newest backup there, to the same weights (and the same history,
+    but for the training loss of the epoch it resumed in). Example: see the module docstring.
     """
     keras.utils.set_random_seed(recipe.seed)
     model = load_or_create(task, init)
@@ -157,6 +165,12 @@ def train(task: Task, recipe: Recipe, init: str | None = None, out: str | None =
         verbose = 1 if sys.stdout.isatty() else 2
     start = time.perf_counter()
     logs: dict[str, list] = {}
+    callbacks = []
+    if backup is not None:
+        from roformer_tf.callbacks import BackupAndRestore
+
+        every = max(1, min(BACKUP_EVERY, steps_per_epoch // 4))
+        callbacks.append(BackupAndRestore(backup, save_freq=every, keep=2, delete_checkpoint=False))
     for epoch in range(epochs):
         # one fit call per epoch, on that epoch's batches; the optimizer's step count carries on
         steps = min(steps_per_epoch, total - epoch * steps_per_epoch)
@@ -164,9 +178,17 @@ def train(task: Task, recipe: Recipe, init: str | None = None, out: str | None =
         if verbose and epoch == 0 and epochs > 1:  # Keras heads only the calls that span several epochs
             print(f"Epoch 1/{epochs}", flush=True)
         fit = model.fit(train_ds, validation_data=val_ds, initial_epoch=epoch, epochs=epoch + 1, verbose=verbose,
-                        shuffle=False)  # the batches come shuffled from the task
-        for key, values in fit.history.items():
+                        shuffle=False, callbacks=callbacks)  # the batches come shuffled from the task
+        if callbacks and callbacks[0].restored_step is not None:
+            print(f"resumed from the backup of step {callbacks[0].restored_step} in {backup}", flush=True)
+            callbacks[0].restored_step = None
+        for key, values in fit.history.items():  # empty for an epoch a resumed run had finished before
             logs.setdefault(key, []).extend(values)
+    if callbacks:  # every epoch's logs, those of the run before the restart too
+        logs = {}
+        for row in callbacks[0].epoch_logs:
+            for key, value in row.items():
+                logs.setdefault(key, []).append(value)
     history = History("keras", task.head, steps=total, seconds=time.perf_counter() - start)
     for epoch in range(len(logs["loss"])):
         history.epochs.append({key: float(values[epoch]) for key, values in logs.items()})

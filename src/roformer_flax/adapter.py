@@ -186,17 +186,5 @@ class FlaxBackend(Backend):
 def _bucket(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
-    def predictor(self, model, field="logits"):
-        # params are an argument, not a constant baked into the compiled function
-        forward = jax.jit(lambda params, inputs: getattr(model(**inputs, params=params), field))
-
-        def predict(inputs):
-            if inputs.get("prediction_mask") is not None:  # the masked positions are found on the concrete mask
-                return self.run(model, inputs)[field]
-            return self.to_numpy(forward(model.params, {k: jnp.asarray(v) for k, v in inputs.items()
-                                                        if v is not None}))
-
-        return predict
-
 
 BACKEND = FlaxBackend()

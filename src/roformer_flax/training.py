@@ -9,9 +9,13 @@ Small pure functions in the style of the Flax examples:
 * :func:`create_train_state`, :func:`train_step` — one optimisation step, pure;
 * :func:`make_train_step` — ONE call that builds the data-parallel step, either ``jax.pmap``
   (replicated state, batch split per device, gradients reduced with ``lax.psum``) or
-  ``jax.jit`` over a ``Mesh`` (batch sharded along a data axis; works across hosts).
+  ``jax.jit`` over a ``Mesh`` (batch sharded along a data axis); both work across processes;
+* :func:`initialize_distributed` — ``jax.distributed.initialize`` with bounded waits, for runs
+  over several processes or hosts.
 
-Checkpoints are written by ``model.save_pretrained(dir, params=step.host_params(state))``.
+The canonical folder is written by ``step.save_pretrained(model, state, dir)`` (one process
+writes, the others wait); the whole training state for resuming goes through
+:class:`roformer_flax.checkpointing.TrainingCheckpoints` (Orbax).
 
 Example (one device):
     >>> import numpy as np, jax
@@ -47,7 +51,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.heads import HEAD_TABLE
-from roformer_flax.modeling import LOSS_TERMS, RoFormerPreTrainedModel, mean_of_terms
+from roformer_core.inputs import ArrayFacts, validate_inputs
+from roformer_flax.modeling import (LOSS_TERMS, MASKED_INPUTS, RoFormerPreTrainedModel, check_masked_inputs,
+                                    mean_of_terms)
 
 #: The batch keys that hold each head's targets (everything else goes to the model).
 LABEL_KEYS = {name: head.label_keys for name, head in HEAD_TABLE.items() if head.loss is not None}
@@ -77,6 +83,50 @@ def loss_terms(head: str, config: RoFormerConfig, outputs, batch: dict) -> tuple
     raise InputError(f"head {head!r} has no training loss; train one of: {', '.join(LABEL_KEYS)}")
 
 
+def check_batch(head: str, config: RoFormerConfig, batch: dict, device_axis: bool = False) -> None:
+    """Check one training batch on the host, before a compiled step sees it: ids and token types
+    within the config's vocabularies, labels (and a masked batch's positions and labels) in
+    range, shapes that fit. A compiled step cannot raise: an out-of-range id would be clamped or
+    read garbage and could turn the parameters into NaN. One :class:`InputError` naming the array.
+
+    ``device_axis``: the arrays have a leading per-device axis (a ``pmap`` batch). Arrays sharded
+    over several processes are checked on this process's shards.
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
+        ...                      num_attention_heads=2, intermediate_size=16)
+        >>> check_batch("masked_lm", cfg, {"input_ids": np.array([[1, 12]]), "labels": np.array([[1, -100]])})
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.InputError: input_ids holds ids up to 12, outside [0, 10) (config vocab_size = 10)
+    """
+    facts = {k: _host_facts("labels" if k == "masked_labels" else k, v, device_axis) for k, v in batch.items()
+             if v is not None and k not in ("head_mask", "inputs_embeds")}
+    if batch.get("inputs_embeds") is not None:
+        shape = tuple(batch["inputs_embeds"].shape)
+        facts["inputs_embeds"] = ArrayFacts((shape[0] * shape[1],) + shape[2:] if device_axis else shape, False)
+    core = {k: f for k, f in facts.items() if k in ("input_ids", "inputs_embeds", "attention_mask", "token_type_ids")
+            or k in LABEL_KEYS.get(head, ())}
+    validate_inputs(config, head, core, 0)
+    masked = {k: f for k, f in facts.items() if k in MASKED_INPUTS}
+    if masked:
+        first = core.get("input_ids") or core.get("inputs_embeds")
+        check_masked_inputs(config, masked, tuple(first.shape[:2]), False)
+
+
+def _host_facts(name: str, x, device_axis: bool) -> ArrayFacts:
+    """:class:`ArrayFacts` of a batch array (numpy, or a jax array: its shards on this process)."""
+    shape = tuple(x.shape)
+    if device_axis:
+        shape = (shape[0] * shape[1],) + shape[2:]
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        local = np.concatenate([np.asarray(s.data).reshape(-1) for s in x.addressable_shards])
+    else:
+        local = np.asarray(x)
+    integer = bool(np.issubdtype(local.dtype, np.integer))
+    return ArrayFacts.of(local if integer else None, shape, integer, name)
+
+
 def compute_loss(apply_fn: Callable, params, batch: dict, dropout_rng, *, head: str, config: RoFormerConfig,
                  train: bool = True, axis_name: str | None = None):
     """Run the model on ``batch`` and return the scalar loss.
@@ -84,11 +134,18 @@ def compute_loss(apply_fn: Callable, params, batch: dict, dropout_rng, *, head: 
     With ``axis_name`` (inside ``pmap``) the counts are summed over devices first, so the
     gradients summed over devices are those of the global-batch loss.
     """
-    missing = [k for k in LABEL_KEYS.get(head, ()) if k not in batch]
+    masked = batch.get("masked_positions") is not None
+    if masked and head != "masked_lm":
+        raise InputError(f"masked_positions is a masked_lm input; the {head!r} head does not take it")
+    needed = ("masked_labels",) if masked else LABEL_KEYS.get(head, ())
+    missing = [k for k in needed if k not in batch]
     if head not in LABEL_KEYS or missing:
-        raise InputError(f"a {head!r} training batch needs {', '.join(LABEL_KEYS.get(head, ('a trainable head',)))}; "
+        raise InputError(f"a {head!r} training batch needs {', '.join(needed or ('a trainable head',))}; "
                          f"missing: {', '.join(missing) or head}")
-    inputs = {k: v for k, v in batch.items() if k not in LABEL_KEYS[head]}
+    # the loss reads the targets from the batch (a masked batch: per-position labels and weights;
+    # the collator's full-sequence labels ride along unused)
+    targets = set(LABEL_KEYS[head]) | {"masked_labels", "masked_weights"}
+    inputs = {k: v for k, v in batch.items() if k not in targets}
     outputs = apply_fn({"params": params}, **inputs, deterministic=not train, rngs={"dropout": dropout_rng})
     terms = loss_terms(head, config, outputs, batch)
     if axis_name is not None:
@@ -185,7 +242,10 @@ def train_step(state: TrainState, batch: dict, dropout_rng, *, head: str, config
                axis_name: str | None = None):
     """One optimisation step on ``batch``; returns ``(new state, {"loss": ...})``.
 
-    The same base ``dropout_rng`` can be passed every step (see :func:`dropout_key`).
+    The same base ``dropout_rng`` can be passed every step (see :func:`dropout_key`). Called on
+    concrete arrays (not under ``jit``) it checks the batch first (:func:`check_batch`); a step
+    jitted by hand cannot, so check each batch with :func:`check_batch` before it, or use
+    :func:`make_train_step`, which does.
 
     Example:
         >>> cfg = RoFormerConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
@@ -198,6 +258,8 @@ def train_step(state: TrainState, batch: dict, dropout_rng, *, head: str, config
         >>> int(step(state, batch, jax.random.PRNGKey(0))[0].step)
         1
     """
+    if not any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(batch)):
+        check_batch(head, config, batch, device_axis=False)
     loss_fn = functools.partial(compute_loss, state.apply_fn, batch=batch,
                                 dropout_rng=dropout_key(dropout_rng, state.step, axis_name), head=head, config=config,
                                 axis_name=axis_name)
@@ -213,13 +275,17 @@ class DataParallelStep:
     """A data-parallel train step and the helpers that put state and batches where it wants them.
 
     Build it with :func:`make_train_step`. ``place_state`` once, ``shard`` every batch, call it,
-    and ``host_params`` for saving.
+    and ``host_params`` for saving. Each call checks the batch on the host first
+    (:func:`check_batch`, when ``head`` and ``config`` are set), so bad ids are one
+    :class:`InputError` instead of NaN parameters.
     """
 
     mode: str
     step_fn: Callable
     mesh: Mesh | None = None
     axis_name: str = "data"
+    head: str | None = None
+    config: RoFormerConfig | None = None
 
     @property
     def num_devices(self) -> int:
@@ -279,14 +345,123 @@ class DataParallelStep:
         return slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)
 
     def __call__(self, state, batch: dict, dropout_rng):
-        return self.step_fn(state, batch, dropout_rng)
+        if self.config is not None:
+            check_batch(self.head, self.config, batch, device_axis=self.mode == "pmap")
+        try:
+            return self.step_fn(state, batch, dropout_rng)
+        except jax.errors.JaxRuntimeError as e:
+            if jax.process_count() > 1 and _lost_peer(e):
+                raise RuntimeError(f"process {jax.process_index()} of {jax.process_count()}: another process of this "
+                                   f"run stopped during the step ({_first_line(e)}); start every process again "
+                                   "(and resume from the last checkpoint)") from None
+            raise
 
     def host_params(self, state):
         """The params as host numpy arrays, one copy (for ``save_pretrained`` or evaluation)."""
+        return self.host_state(state.params)
+
+    def host_state(self, tree):
+        """Any replicated pytree of this step (the whole ``TrainState``, its params) as host numpy arrays,
+        one copy; every process reads its own local copy.
+
+        Example (one host):
+            >>> from roformer_flax import RoFormerForMaskedLM
+            >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+            ...                      intermediate_size=16)
+            >>> model = RoFormerForMaskedLM.from_config(cfg)
+            >>> step = make_train_step(model)
+            >>> state = step.place_state(create_train_state(model, optax.sgd(0.1)))
+            >>> type(step.host_state(state).step).__name__
+            'ndarray'
+        """
         if self.mode == "pmap":
-            return jax.device_get(flax.jax_utils.unreplicate(state.params))
-        # replicated global arrays: every process reads its own local copy, also across hosts
-        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), state.params)
+            return jax.device_get(flax.jax_utils.unreplicate(tree))
+        return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else x, tree)
+
+    def save_pretrained(self, model: RoFormerPreTrainedModel, state, path, **kwargs) -> str:
+        """Save the trained params as the canonical folder: process 0 writes, every process waits
+        until the folder is complete (with one process this is ``model.save_pretrained``).
+
+        ``kwargs`` go to ``model.save_pretrained``. Every process must call it (a barrier).
+
+        Example (one host):
+            >>> import os, tempfile
+            >>> from roformer_flax import RoFormerForMaskedLM
+            >>> cfg = RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+            ...                      intermediate_size=16)
+            >>> model = RoFormerForMaskedLM.from_config(cfg)
+            >>> step = make_train_step(model)
+            >>> state = step.place_state(create_train_state(model, optax.sgd(0.1)))
+            >>> path = step.save_pretrained(model, state, os.path.join(tempfile.mkdtemp(), "out"))
+            >>> sorted(os.listdir(path))
+            ['config.json', 'model.safetensors']
+        """
+        params = self.host_params(state)
+        path = str(path)
+        if jax.process_index() == 0:
+            model.save_pretrained(path, params=params, **kwargs)
+        barrier(f"roformer save_pretrained {path}")
+        return path
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def _lost_peer(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(sign in text for sign in ("gloo", "connection reset", "connection closed", "socket closed",
+                                         "coordination service", "heartbeat", "unavailable"))
+
+
+def barrier(name: str) -> None:
+    """Wait until every process of the run reaches the barrier called ``name`` (nothing to wait
+    for with one process). A process that died makes the others stop: JAX's coordination
+    service ends them once its heartbeats are missing (see :func:`initialize_distributed`).
+
+    Example:
+        >>> barrier("after saving")   # one process: returns at once
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, *, heartbeat_timeout_s: int = 60,
+                           initialization_timeout_s: int = 300) -> tuple[int, int]:
+    """Join a run over several processes (or hosts): ``jax.distributed.initialize`` with bounded waits.
+
+    Call it first, before anything runs on a JAX device, in every process, with the same
+    ``coordinator_address`` (``host:port`` of process 0, which runs the coordinator), the same
+    ``num_processes`` and each its own ``process_id``; on TPU pods, SLURM and other clusters JAX
+    reads all three from the environment (leave them None). CPU collectives go through gloo.
+
+    A process that cannot reach the others gives up after ``initialization_timeout_s``; once
+    running, a process that stops sending heartbeats for ``heartbeat_timeout_s`` (it died, or its
+    host did) makes JAX end every other process with a message naming it, so no process waits
+    forever on a collective. Returns ``(process_index, process_count)``.
+
+    Example:
+        >>> initialize_distributed("10.0.0.1:1234", num_processes=0, process_id=0)
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.InputError: num_processes must be at least 1, got 0
+    """
+    if num_processes is not None and num_processes < 1:
+        raise InputError(f"num_processes must be at least 1, got {num_processes}")
+    if process_id is not None and num_processes is not None and not 0 <= process_id < num_processes:
+        raise InputError(f"process_id must be in [0, {num_processes}), got {process_id}")
+    try:
+        jax.distributed.initialize(coordinator_address, num_processes, process_id,
+                                   heartbeat_timeout_seconds=heartbeat_timeout_s,
+                                   initialization_timeout=initialization_timeout_s)
+    except jax.errors.JaxRuntimeError as e:
+        raise RuntimeError(f"process {process_id} could not join the run at {coordinator_address} within "
+                           f"{initialization_timeout_s}s ({_first_line(e)}): start all {num_processes} processes "
+                           "with the same coordinator address") from None
+    return jax.process_index(), jax.process_count()
 
 
 def make_train_step(model: RoFormerPreTrainedModel, mode: str = "jit", mesh: Mesh | None = None,
@@ -304,7 +479,7 @@ def make_train_step(model: RoFormerPreTrainedModel, mode: str = "jit", mesh: Mes
     if mode == "pmap":
         fn = jax.pmap(functools.partial(step, axis_name=axis_name), axis_name=axis_name, in_axes=(0, 0, None),
                       donate_argnums=(0,))
-        return DataParallelStep("pmap", fn, None, axis_name)
+        return DataParallelStep("pmap", fn, None, axis_name, model.head, model.config)
     if mode != "jit":
         raise InputError(f"mode must be 'pmap' or 'jit', got {mode!r}")
     if mesh is None:
@@ -315,4 +490,4 @@ def make_train_step(model: RoFormerPreTrainedModel, mode: str = "jit", mesh: Mes
     data = NamedSharding(mesh, PartitionSpec(axis_name))
     fn = jax.jit(step, in_shardings=(replicated, data, replicated), out_shardings=(replicated, replicated),
                  donate_argnums=(0,))
-    return DataParallelStep("jit", fn, mesh, axis_name)
+    return DataParallelStep("jit", fn, mesh, axis_name, model.head, model.config)

@@ -72,20 +72,6 @@ class KerasBackend(Backend):
     def load(self, head, path, dtype="float32", **kwargs):
         return self.model_class(head).from_pretrained(path, dtype=dtype, **kwargs)
 
-    def predictor(self, model, field="logits"):
-        import tensorflow as tf
-
-        @tf.function(reduce_retracing=True)
-        def forward(inputs):
-            return getattr(model(**inputs, training=False), field)
-
-        def predict(inputs):
-            if inputs.get("prediction_mask") is not None:  # a data-dependent shape: eager
-                return self.run(model, inputs)[field]
-            return self.to_numpy(forward({k: tf.constant(v) for k, v in inputs.items() if v is not None}))
-
-        return predict
-
     def from_config(self, head, config, seed=0):
         import keras
 

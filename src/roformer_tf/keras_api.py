@@ -10,6 +10,8 @@ what Keras users do:
 - ``compile()`` without a loss trains on the head's own loss; labels come as ``y`` or as
   entries of the features dict; a compiled loss or metric sees the logits;
 - ``predict`` returns the output fields; ``export`` writes a SavedModel with a serving signature;
+- ``fit``/``evaluate`` work under ``tf.distribute.MultiWorkerMirroredStrategy``, which Keras 3
+  does not support on its own (see :meth:`KerasModelAPI._maybe_symbolic_build`);
 - ``get_config``/``from_config`` make ``.keras`` files; the output dataclasses are tree nodes
   for Keras (functional models, compiled metrics).
 
@@ -42,7 +44,7 @@ import tensorflow as tf
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.heads import ARRAY_ARGUMENTS, HEAD_TABLE
-from roformer_core.inputs import ArrayFacts, validate_inputs
+from roformer_core.inputs import IGNORE_INDEX, ArrayFacts, validate_inputs
 from roformer_core.io import atomic_dir
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, ModelOutput,
                                    QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
@@ -116,8 +118,8 @@ class KerasModelAPI:
         if unknown:
             raise InputError(f"{type(self).__name__} has no input {', '.join(unknown)}; its inputs are "
                              f"{', '.join(names)}")
-        return {k: np.asarray(v) if k in ARRAY_ARGUMENTS and isinstance(v, (list, tuple)) else v
-                for k, v in given.items()}
+        return {k: np.asarray(v) if (k in ARRAY_ARGUMENTS or k in MASKED_INPUTS) and isinstance(v, (list, tuple))
+                else v for k, v in given.items()}
 
     def check_inputs(self, arguments: dict) -> None:
         """One clear :class:`InputError` for missing, mistyped or mis-shaped inputs (``roformer_core.inputs``).
@@ -133,28 +135,58 @@ class KerasModelAPI:
             roformer_core.errors.InputError: input_ids holds ids up to 12, outside [0, 10) (config vocab_size = 10)
         """
         facts = {name: _facts(name, value) for name, value in arguments.items()
-                 if value is not None and (name in ARRAY_ARGUMENTS and name not in ("head_mask", "prediction_mask"))}
+                 if value is not None and (name in ARRAY_ARGUMENTS and name != "head_mask")}
         if arguments.get("inputs_embeds") is not None:
             facts["inputs_embeds"] = ArrayFacts(_static_shape(arguments["inputs_embeds"]), False)
         past = arguments.get("past_key_values")
         past_length = 0 if past is None else _static_shape(past[0][0])[2]
         validate_inputs(self.config, self.head, facts, past_length, arguments.get("encoder_hidden_states") is not None)
+        _check_masked_inputs(self.config, arguments)
 
     # -- Keras training: compile() without a loss trains on the head's own loss ------------------
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The loss given to ``compile()`` on the head's prediction, or else the head's own loss."""
+        """The loss given to ``compile()`` on the head's prediction, or else the head's own loss
+        (the one the model computed already when the labels came in the features dict)."""
         prediction = self._prediction(y_pred)
         if self.loss is not None:
             return super().compute_loss(x, self._labels(x, y), prediction, sample_weight, training)
         if sample_weight is not None:
             raise InputError("sample weights need a loss given to compile(); the head's own loss takes none")
-        loss = self.head_loss(prediction, self._labels(x, y))
+        own = y_pred.loss if y is None and isinstance(y_pred, ModelOutput) and "loss" in y_pred else None
+        loss = own if own is not None else self.head_loss(prediction, self._labels(x, y))
         if self.losses:
             loss = loss + tf.add_n([tf.cast(tf.reduce_sum(extra), loss.dtype) for extra in self.losses])
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         return super().compute_metrics(x, self._labels(x, y), self._prediction(y_pred), sample_weight)
+
+    # -- several workers: Keras 3's fit under MultiWorkerMirroredStrategy ------------------------
+    # Keras 3.15 fails twice with several workers (keras-team/keras#20585, #20329): before the
+    # first step it reduces a whole batch dict of PerReplica values in one strategy.reduce call
+    # ("Attempt to convert a value ({'input_ids': PerReplica...") only to learn the input shapes;
+    # and after each step it reduces the scalar logs with strategy.reduce("MEAN", v, axis=0)
+    # ("Invalid reduction dimension 0 for input with 0 dimensions"). The two methods below go
+    # around both, only when several workers run; everything else is Keras' own.
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras builds the model from a first batch; with several workers that batch is this
+        worker's own local values (all it needs are shapes), not a cross-worker reduction."""
+        strategy = getattr(self, "_distribute_strategy", None)
+        if iterator is not None and _multi_worker(strategy):
+            for _, _, batches in iterator:
+                data_batch = _local_values(next(batches), strategy)
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def train_step(self, data):
+        """Keras' step; with several workers each log value gets the axis Keras' cross-worker mean
+        reduces over, so every worker logs the mean over all replicas."""
+        return _with_replica_axis(super().train_step(data), self.distribute_strategy)
+
+    def test_step(self, data):
+        """Keras' evaluation step, with the logs shaped like :meth:`train_step`'s."""
+        return _with_replica_axis(super().test_step(data), self.distribute_strategy)
 
     def predict_step(self, data):
         """``model.predict`` returns a dict of the output fields (numpy), without the loss."""
@@ -171,8 +203,9 @@ class KerasModelAPI:
         return output.logits
 
     def _labels(self, x, y):
-        """``y`` (a tensor, or for QA a (start, end) pair or dict), or else the label entries of ``x``."""
-        names = HEAD_TABLE[self.head].label_keys
+        """``y`` (a tensor, or for QA a (start, end) pair or dict), or else the label entries of ``x``
+        (``masked_labels`` when ``x`` has ``masked_positions``)."""
+        names = ("masked_labels",) if _masked(x) else HEAD_TABLE[self.head].label_keys
         if not names:
             return y
         if y is None and isinstance(x, collections.abc.Mapping) and all(x.get(n) is not None for n in names):
@@ -192,6 +225,91 @@ class KerasModelAPI:
             raise InputError(f"{type(self).__name__} labels are ({', '.join(names)})")
         return tuple(y)
 
+    # -- the data boundary: every batch checked on the host before a compiled step sees it ---------
+    # In fit/evaluate/predict the model runs traced (as XLA with jit_compile=True), where ids are not
+    # values: an id outside the vocabulary gathers garbage or NaN without an error, id -1 reads the
+    # last row, an out-of-range label fails deep in a kernel. So data is checked where it enters,
+    # with roformer_core's checks: arrays once, up front; a tf.data.Dataset in a host-side map; a
+    # generator as it yields; and a check that failed inside TensorFlow's input pipeline comes out
+    # as the one InputError it raised. (A keras.utils.PyDataset is not checked here.)
+    def fit(self, *args, **kwargs):
+        """Keras' ``fit``, its data and validation data checked batch by batch on the way in:
+        a bad batch is one :class:`InputError`, never a compiled step on bad ids.
+
+        Example:
+            >>> from roformer_tf import RoFormerConfig, RoFormerForMaskedLM
+            >>> model = RoFormerForMaskedLM(RoFormerConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1,
+            ...                                            num_attention_heads=2, intermediate_size=16))
+            >>> model.compile(optimizer="sgd", jit_compile=True)
+            >>> batch = {"input_ids": [[2, 5, 3]], "labels": [[-100, 12, -100]]}
+            >>> model.fit(tf.data.Dataset.from_tensors(batch), verbose=0, shuffle=False)
+            Traceback (most recent call last):
+            ...
+            roformer_core.errors.InputError: labels holds 12, outside [0, 10) (vocab_size = 10); -100 marks ...
+        """
+        return self._checked_run(super().fit, args, kwargs, ("x", "validation_data"))
+
+    def evaluate(self, *args, **kwargs):
+        """Keras' ``evaluate``, its data checked like :meth:`fit`'s."""
+        return self._checked_run(super().evaluate, args, kwargs, ("x",))
+
+    def predict(self, *args, **kwargs):
+        """Keras' ``predict``, its data checked like :meth:`fit`'s."""
+        return self._checked_run(super().predict, args, kwargs, ("x",))
+
+    def train_on_batch(self, *args, **kwargs):
+        """Keras' ``train_on_batch``, the batch checked first."""
+        return self._checked_run(super().train_on_batch, args, kwargs, ("x",))
+
+    def test_on_batch(self, *args, **kwargs):
+        """Keras' ``test_on_batch``, the batch checked first."""
+        return self._checked_run(super().test_on_batch, args, kwargs, ("x",))
+
+    def predict_on_batch(self, *args, **kwargs):
+        """Keras' ``predict_on_batch``, the batch checked first."""
+        return self._checked_run(super().predict_on_batch, args, kwargs, ("x",))
+
+    def _checked_run(self, method, args, kwargs, data_names):
+        if kwargs.get("_use_cached_eval_dataset"):  # fit's validation pass: fit checked that data
+            return method(*args, **kwargs)
+        bound = inspect.signature(method).bind(*args, **kwargs)
+        values, failures = bound.arguments, []
+        for name in data_names:
+            data = values.get(name)
+            if isinstance(data, (tf.data.Dataset, collections.abc.Generator)):
+                values[name] = _checked_stream(data, self._check_element, failures)
+            elif isinstance(data, (np.ndarray, tf.Tensor, list, tuple, collections.abc.Mapping)):
+                self._check_batch(data, values.get("y")) if name == "x" else self._check_element(data)
+        try:
+            return method(*bound.args, **bound.kwargs)
+        except tf.errors.OpError as error:
+            found = next((f for f in reversed(failures) if f in str(error.message)), None)
+            if found is None:
+                raise
+            raise InputError(found) from None
+
+    def _check_element(self, element) -> None:
+        """Check one element of a dataset: ``x``, ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``."""
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(element)
+        self._check_batch(x, y)
+
+    def _check_batch(self, x, y=None) -> None:
+        """:meth:`check_inputs` on features ``x`` (any input form) and, when given, labels ``y``."""
+        arguments = self._collect_arguments((x,), {})
+        self.check_inputs(arguments)
+        names = ("masked_labels",) if arguments.get("masked_positions") is not None \
+            else HEAD_TABLE[self.head].label_keys
+        if y is None or not names:
+            return
+        if isinstance(y, collections.abc.Mapping):
+            labels = {n: y[n] for n in names if n in y}
+        elif len(names) == 1:
+            labels = {names[0]: y}
+        else:
+            labels = dict(zip(names, y)) if isinstance(y, (list, tuple)) else {}
+        self.check_inputs({**arguments, **{k: np.asarray(v) if isinstance(v, (list, tuple)) else v
+                                           for k, v in labels.items()}})
+
     # -- Keras files: get_config / from_config ---------------------------------------------------
     def get_config(self) -> dict:
         """What a ``.keras`` file stores of the model: its ``RoFormerConfig``, name, dtype policy, trainable.
@@ -207,12 +325,13 @@ class KerasModelAPI:
                 "dtype": keras.dtype_policies.serialize(self.dtype_policy), "config": self.config.to_dict()}
 
     @classmethod
-    def from_config(cls, config, dtype=None):
+    def from_config(cls, config, dtype=None, add_pooling_layer=None):
         """Keras' deserialization hook: the model a :meth:`get_config` dict describes (``.keras`` files,
         ``keras.models.clone_model``), with that name, dtype policy and trainable flag.
 
         A ``RoFormerConfig`` (or a ``config.json`` dict) is still taken, with ``dtype``, as before
         ``from_roformer_config`` existed; new code building a model from a config calls that.
+        ``add_pooling_layer`` (None: as the config says) adds or drops the pooler.
 
         Example:
             >>> from roformer_tf import RoFormerConfig, RoFormerModel
@@ -222,11 +341,13 @@ class KerasModelAPI:
             'encoder'
         """
         if isinstance(config, RoFormerConfig):
-            return cls.from_roformer_config(config, dtype=dtype)
+            return cls.from_roformer_config(config, dtype=dtype, add_pooling_layer=add_pooling_layer)
         keras_config = dict(config)
         if "config" not in keras_config:  # a config.json dictionary
-            return cls.from_roformer_config(RoFormerConfig.from_dict(keras_config), dtype=dtype)
-        return cls(RoFormerConfig.from_dict(keras_config.pop("config")), **keras_config)
+            return cls.from_roformer_config(RoFormerConfig.from_dict(keras_config), dtype=dtype,
+                                            add_pooling_layer=add_pooling_layer)
+        return cls(RoFormerConfig.from_dict(keras_config.pop("config")), add_pooling_layer=add_pooling_layer,
+                   **keras_config)
 
     # -- export ------------------------------------------------------------------------------
     def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None, **kwargs):
@@ -262,6 +383,112 @@ class KerasModelAPI:
         archive.add_endpoint("serve", serve, input_signature=signature)
         with atomic_dir(filepath) as tmp:
             archive.write_out(tmp, verbose=bool(verbose))
+
+
+def _multi_worker(strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+        strategy.extended._in_multi_worker_mode()
+
+
+def _local_values(value, strategy):
+    """``value`` with every distributed value replaced by this worker's first local one."""
+    if isinstance(value, collections.abc.Mapping):
+        return {k: _local_values(v, strategy) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_local_values(v, strategy) for v in value)
+    if isinstance(value, tf.distribute.DistributedValues):
+        return strategy.experimental_local_results(value)[0]
+    return value
+
+
+def _with_replica_axis(logs, strategy):
+    if not _multi_worker(strategy):
+        return logs
+    return {k: tf.reshape(v, [1]) if isinstance(v, tf.Tensor) and v.shape.rank == 0 else v
+            for k, v in logs.items()}
+
+
+def _checked_stream(data, check, failures: list):
+    """``data`` (a ``tf.data.Dataset`` or a generator) with ``check`` run on every element on the host;
+    the message of a check that fails is kept in ``failures`` (TensorFlow wraps the error)."""
+
+    def checked_on_host(element):
+        try:
+            check(element)
+        except InputError as error:
+            failures.append(str(error))
+            raise
+
+    if not isinstance(data, tf.data.Dataset):
+        return (checked_on_host(element) or element for element in data)
+
+    def checked(*element):
+        element = element[0] if len(element) == 1 else element
+        flat = tf.nest.flatten(element)
+        if not all(isinstance(t, tf.Tensor) for t in flat):  # ragged or sparse parts: the model checks them
+            return element
+
+        def run(*arrays):
+            checked_on_host(tf.nest.pack_sequence_as(element, list(arrays)))
+            return arrays
+
+        # the batch flows through the check (a control dependency alone is pruned by tf.data's optimiser)
+        out = tf.numpy_function(run, flat, [t.dtype for t in flat], stateful=False, name="roformer_check_inputs")
+        for value, tensor in zip(out, flat):
+            value.set_shape(tensor.shape)
+        return tf.nest.pack_sequence_as(element, list(out))
+
+    return data.map(checked)
+
+
+#: the masked-LM training inputs (``roformer_core.MaskedLMCollator``): gathered positions, their labels, weights
+MASKED_INPUTS = ("masked_positions", "masked_labels", "masked_weights")
+
+
+def _masked(x) -> bool:
+    return isinstance(x, collections.abc.Mapping) and x.get("masked_positions") is not None
+
+
+def _check_masked_inputs(config: RoFormerConfig, arguments: dict) -> None:
+    """``masked_positions`` [batch, P] inside the sequence, ``masked_labels``/``masked_weights`` of
+    its shape, labels in the vocabulary or -100; values where they are concrete."""
+    positions = arguments.get("masked_positions")
+    if positions is None:
+        extra = [k for k in MASKED_INPUTS[1:] if arguments.get(k) is not None]
+        if extra:
+            raise InputError(f"{extra[0]} given without masked_positions")
+        return
+    if arguments.get("prediction_mask") is not None:
+        raise InputError("give prediction_mask or masked_positions, not both")
+    shape = _static_shape(positions)
+    if not _is_integer(positions):
+        raise InputError("masked_positions must hold integers (an integer array)")
+    if len(shape) != 2:
+        raise InputError(f"masked_positions must be [batch, P], got shape {shape}")
+    first = arguments.get("input_ids")
+    first = first if first is not None else arguments.get("inputs_embeds")
+    batch, seq = _static_shape(first)[:2]
+    if None not in (batch, shape[0]) and batch != shape[0]:
+        raise InputError(f"masked_positions has shape {shape}, for a batch of {batch}")
+    for name in MASKED_INPUTS[1:]:
+        value = arguments.get(name)
+        if value is not None and None not in shape + _static_shape(value) and _static_shape(value) != shape:
+            raise InputError(f"{name} has shape {_static_shape(value)}, masked_positions has {shape}")
+    labels = arguments.get("masked_labels")
+    if labels is not None and not _is_integer(labels):
+        raise InputError("masked_labels must hold integers (an integer array)")
+    if _has_values(positions) and seq is not None and np.size(positions):
+        values = np.asarray(positions)
+        if values.min() < 0 or values.max() >= seq:
+            bad = values.min() if values.min() < 0 else values.max()
+            raise InputError(f"masked_positions holds {bad}, outside [0, {seq}) (the sequence length)")
+    if labels is not None and _has_values(labels):
+        values = np.asarray(labels)
+        values = values[values != IGNORE_INDEX]
+        if values.size and (values.min() < 0 or values.max() >= config.vocab_size):
+            bad = values.min() if values.min() < 0 else values.max()
+            raise InputError(f"masked_labels holds {bad}, outside [0, {config.vocab_size}) (vocab_size = "
+                             f"{config.vocab_size}); {IGNORE_INDEX} marks a position without a label")
 
 
 def _facts(name: str, x) -> ArrayFacts:

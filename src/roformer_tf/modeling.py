@@ -43,6 +43,8 @@ ACT2FN = {
     "selu": keras.activations.selu,
     "silu": keras.activations.silu,
 }
+#: the pooler's activations (``config.pooler_activation``): tanh as in BERT, none for RoFormer-Sim
+POOLER_ACT2FN = {"tanh": keras.activations.tanh, "linear": keras.activations.linear, **ACT2FN}
 
 
 # -- Keras building blocks, built at construction (shapes come from the config) -------------
@@ -77,9 +79,40 @@ def _shape_list(x) -> list:
     return [dynamic[i] if d is None else d for i, d in enumerate(static)]
 
 
+class RMSNorm(keras.layers.Layer):
+    """RoFormer-V2's norm: ``x / sqrt(mean(x^2) + eps)`` over the last axis, no parameters (float32 inside).
+
+    Example:
+        >>> norm = RMSNorm(1e-12)
+        >>> norm(np.array([[3.0, -3.0]], np.float32)).numpy().tolist(), norm.weights
+        ([[1.0, -1.0]], [])
+    """
+
+    def __init__(self, eps: float, **kwargs):
+        super().__init__(**kwargs)
+        self.eps = eps
+        self.built = True
+
+    def call(self, x):
+        h = tf.cast(x, tf.float32)
+        return tf.cast(h * tf.math.rsqrt(tf.reduce_mean(tf.square(h), axis=-1, keepdims=True) + self.eps), x.dtype)
+
+
+def make_norm(config: RoFormerConfig, dim: int, dtype, name: str = "LayerNorm") -> keras.layers.Layer:
+    """The norm of ``config.norm_type``: LayerNorm (V1) or the parameter-free RMS norm (V2), named ``LayerNorm``.
+
+    Example:
+        >>> type(make_norm(RoFormerConfig(norm_type="rms_norm"), 8, "float32")).__name__
+        'RMSNorm'
+    """
+    if config.norm_type == "rms_norm":
+        return RMSNorm(config.layer_norm_eps, name=name, dtype=dtype)
+    return _layer_norm(config, dim, dtype, name)
+
+
 # -- encoder ------------------------------------------------------------------------------
 class RoFormerEmbeddings(keras.layers.Layer):
-    """word + token-type embeddings -> LayerNorm -> dropout (no position embedding: RoPE)."""
+    """word + token-type embeddings -> norm -> dropout (no position embedding: RoPE)."""
 
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
@@ -87,7 +120,7 @@ class RoFormerEmbeddings(keras.layers.Layer):
         with keras.name_scope(self.name):
             self.word_embeddings = _embedding(config, config.vocab_size, "word_embeddings", dtype)
             self.token_type_embeddings = _embedding(config, config.type_vocab_size, "token_type_embeddings", dtype)
-            self.LayerNorm = _layer_norm(config, config.embedding_size, dtype)
+            self.LayerNorm = make_norm(config, config.embedding_size, dtype)
             self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
         self.built = True
 
@@ -121,9 +154,9 @@ class RoFormerSelfAttention(keras.layers.Layer):
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
         with keras.name_scope(self.name):
-            self.query = _dense(config, config.hidden_size, config.hidden_size, "query", dtype)
-            self.key = _dense(config, config.hidden_size, config.hidden_size, "key", dtype)
-            self.value = _dense(config, config.hidden_size, config.hidden_size, "value", dtype)
+            self.query = _dense(config, config.hidden_size, config.hidden_size, "query", dtype, config.use_bias)
+            self.key = _dense(config, config.hidden_size, config.hidden_size, "key", dtype, config.use_bias)
+            self.value = _dense(config, config.hidden_size, config.hidden_size, "value", dtype, config.use_bias)
             self.dropout = keras.layers.Dropout(config.attention_probs_dropout_prob, dtype=dtype)
         self.rotary_value = config.rotary_value
         self.is_cross_attention = is_cross_attention
@@ -167,14 +200,14 @@ class RoFormerSelfAttention(keras.layers.Layer):
 
 
 class RoFormerSelfOutput(keras.layers.Layer):
-    """dense -> dropout -> residual -> LayerNorm."""
+    """dense -> dropout -> residual -> norm."""
 
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
         with keras.name_scope(self.name):
-            self.dense = _dense(config, config.hidden_size, config.hidden_size, "dense", dtype)
-            self.LayerNorm = _layer_norm(config, config.hidden_size, dtype)
+            self.dense = _dense(config, config.hidden_size, config.hidden_size, "dense", dtype, config.use_bias)
+            self.LayerNorm = make_norm(config, config.hidden_size, dtype)
             self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
         self.built = True
 
@@ -211,7 +244,8 @@ class RoFormerIntermediate(keras.layers.Layer):
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         with keras.name_scope(self.name):
-            self.dense = _dense(config, config.hidden_size, config.intermediate_size, "dense", self.dtype_policy)
+            self.dense = _dense(config, config.hidden_size, config.intermediate_size, "dense", self.dtype_policy,
+                                config.use_bias)
         self.intermediate_act_fn = ACT2FN[config.hidden_act]
         self.built = True
 
@@ -220,14 +254,14 @@ class RoFormerIntermediate(keras.layers.Layer):
 
 
 class RoFormerOutput(keras.layers.Layer):
-    """dense -> dropout -> residual -> LayerNorm."""
+    """dense -> dropout -> residual -> norm."""
 
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         dtype = self.dtype_policy
         with keras.name_scope(self.name):
-            self.dense = _dense(config, config.intermediate_size, config.hidden_size, "dense", dtype)
-            self.LayerNorm = _layer_norm(config, config.hidden_size, dtype)
+            self.dense = _dense(config, config.intermediate_size, config.hidden_size, "dense", dtype, config.use_bias)
+            self.LayerNorm = make_norm(config, config.hidden_size, dtype)
             self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=dtype)
         self.built = True
 
@@ -236,7 +270,7 @@ class RoFormerOutput(keras.layers.Layer):
 
 
 class RoFormerLayer(keras.layers.Layer):
-    """attention -> (cross-attention) -> feed-forward, post-LayerNorm."""
+    """attention -> (cross-attention) -> feed-forward, post-norm."""
 
     _output_for_saving = property(lambda self: self.output_block)  # see RoFormerAttention
 
@@ -267,6 +301,32 @@ class RoFormerLayer(keras.layers.Layer):
             present = present + cross_present
         hidden_states = self.output_block(self.intermediate(hidden_states), hidden_states)
         return hidden_states, self_probs, cross_probs, present
+
+
+def _recompute_layer(layer, hidden_states, attention_mask, sin_cos, head_mask, encoder_hidden_states,
+                     encoder_attention_mask):
+    """``layer``'s training pass with its activations recomputed in the backward pass (``tf.recompute_grad``).
+
+    What gradients flow to (hidden and encoder states, a head mask) are the recomputed function's
+    arguments. Dropout draws its masks from seed states that advance on every draw, so they are
+    read once here and set again at the start of each run: the recomputation draws the forward
+    pass's masks, and the gradients are those of the pass that was run.
+    """
+    weights = {id(w) for w in layer.weights}
+    seeds = [v for v in layer.variables if id(v) not in weights]  # the dropout layers' seed states
+    start = [tf.identity(v.value) for v in seeds]
+    given = [t for t in (encoder_hidden_states, head_mask) if t is not None]
+
+    def run(hidden, *rest):
+        rest = list(rest)
+        encoder = rest.pop(0) if encoder_hidden_states is not None else None
+        layer_head_mask = rest.pop(0) if head_mask is not None else None
+        for variable, value in zip(seeds, start):
+            variable.assign(value)
+        return layer(hidden, attention_mask, sin_cos, layer_head_mask, encoder, encoder_attention_mask,
+                     training=True)[0]
+
+    return tf.recompute_grad(run)(hidden_states, *given)
 
 
 class _RotaryTable:
@@ -307,6 +367,7 @@ class RoFormerEncoder(keras.layers.Layer):
             self.layer = [RoFormerLayer(config, name=f"layer_{i}", dtype=self.dtype_policy)
                           for i in range(config.num_hidden_layers)]
         self._rotary = _RotaryTable(table_rows(0, config.max_position_embeddings), config.head_dim)
+        self.gradient_checkpointing = False  # the models' attribute of the same name sets it
         self.built = True
 
     def sin_cos(self, past_length, seq_length, dtype):
@@ -319,13 +380,21 @@ class RoFormerEncoder(keras.layers.Layer):
 
     def call(self, hidden_states, attention_mask=None, head_mask=None, encoder_hidden_states=None,
              encoder_attention_mask=None, past_key_values=None, use_cache=False, output_attentions=False,
-             output_hidden_states=False):
+             output_hidden_states=False, training=None):
         past_length = _shape_list(past_key_values[0][0])[2] if past_key_values is not None else 0
         sin_cos = self.sin_cos(past_length, _shape_list(hidden_states)[1], hidden_states.dtype)
+        # only a training pass keeps activations for the backward pass; the cache and attention maps are outputs
+        recompute = (self.gradient_checkpointing and bool(training) and past_key_values is None and not use_cache
+                     and not output_attentions)
         all_hidden, all_attn, all_cross, presents = [], [], [], []
         for i, layer in enumerate(self.layer):
             if output_hidden_states:
                 all_hidden.append(hidden_states)
+            if recompute:
+                hidden_states = _recompute_layer(layer, hidden_states, attention_mask, sin_cos,
+                                                 None if head_mask is None else head_mask[i], encoder_hidden_states,
+                                                 encoder_attention_mask)
+                continue
             hidden_states, probs, cross, present = layer(
                 hidden_states, attention_mask, sin_cos, None if head_mask is None else head_mask[i],
                 encoder_hidden_states, encoder_attention_mask,
@@ -385,15 +454,53 @@ class RoFormerLMPredictionHead(keras.layers.Layer):
         return tf.matmul(hidden_states, word_embeddings, transpose_b=True) + self.bias
 
 
-class RoFormerOnlyMLMHead(keras.layers.Layer):
+class RoFormerV2LMPredictionHead(keras.layers.Layer):
+    """RoFormer-V2's LM head: only the decoder (the word embeddings unless untied), no transform, no bias."""
+
     def __init__(self, config: RoFormerConfig, **kwargs):
         super().__init__(**kwargs)
         with keras.name_scope(self.name):
-            self.predictions = RoFormerLMPredictionHead(config, name="predictions", dtype=self.dtype_policy)
+            if not config.tie_word_embeddings:
+                self.decoder = _dense(config, config.embedding_size, config.vocab_size, "decoder", self.dtype_policy,
+                                      use_bias=False)
+        self.built = True
+
+    def call(self, hidden_states, word_embeddings=None):
+        if hasattr(self, "decoder"):
+            return self.decoder(hidden_states)
+        return tf.matmul(hidden_states, word_embeddings, transpose_b=True)
+
+
+class RoFormerOnlyMLMHead(keras.layers.Layer):
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        head = RoFormerV2LMPredictionHead if config.norm_type == "rms_norm" else RoFormerLMPredictionHead
+        with keras.name_scope(self.name):
+            self.predictions = head(config, name="predictions", dtype=self.dtype_policy)
         self.built = True
 
     def call(self, sequence_output, word_embeddings=None):
         return self.predictions(sequence_output, word_embeddings=word_embeddings)
+
+
+class RoFormerPooler(keras.layers.Layer):
+    """First token -> dense -> ``pooler_activation`` (``pooler_output``; RoFormer-Sim's sentence vector).
+
+    Example:
+        >>> cfg = RoFormerConfig(hidden_size=8, num_attention_heads=2, pooler_activation="linear")
+        >>> RoFormerPooler(cfg)(np.zeros((2, 5, 8), np.float32)).shape
+        TensorShape([2, 8])
+    """
+
+    def __init__(self, config: RoFormerConfig, **kwargs):
+        super().__init__(**kwargs)
+        with keras.name_scope(self.name):
+            self.dense = _dense(config, config.hidden_size, config.hidden_size, "dense", self.dtype_policy)
+        self.activation = POOLER_ACT2FN[config.pooler_activation]
+        self.built = True
+
+    def call(self, hidden_states):
+        return self.activation(self.dense(hidden_states[:, 0]))
 
 
 class RoFormerClassificationHead(keras.layers.Layer):
@@ -440,6 +547,26 @@ def _elementwise_mean(values):
 def token_cross_entropy(logits, labels):
     """Cross-entropy at every position whose label is not -100 (masked LM, token classification)."""
     return _cross_entropy(logits, labels, -100)
+
+
+def masked_token_cross_entropy(logits, labels, weights=None):
+    """Masked LM on gathered positions (``masked_positions``): logits [batch, P, vocab], labels
+    [batch, P]; a position whose label is -100 or whose weight is 0 (padding) counts for nothing,
+    the others are weighted by ``weights`` (1 when None) and averaged: with weights 0/1 this is
+    :func:`token_cross_entropy` of the full sequence on the same labels.
+
+    Example:
+        >>> logits = tf.zeros([1, 2, 4])
+        >>> round(float(masked_token_cross_entropy(logits, [[3, 0]], [[1.0, 0.0]])), 6), round(float(np.log(4)), 6)
+        (1.386294, 1.386294)
+    """
+    logits = tf.reshape(tf.cast(logits, tf.float32), [-1, _shape_list(logits)[-1]])
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    weights = tf.ones_like(labels, tf.float32) if weights is None else tf.reshape(tf.cast(weights, tf.float32), [-1])
+    counted = tf.logical_and(tf.not_equal(labels, -100), tf.not_equal(weights, 0.0))
+    per_item = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(counted, labels, 0), logits=logits)
+    weights = tf.where(counted, weights, 0.0)
+    return _mean(tf.reduce_sum(tf.where(counted, weights * per_item, 0.0)), tf.reduce_sum(weights))
 
 
 def shifted_token_cross_entropy(logits, labels):
@@ -491,23 +618,55 @@ lm_loss, classification_loss, span_loss = token_cross_entropy, sequence_classifi
 class RoFormerPreTrainedModel(KerasModelAPI, keras.Model):
     """Initialisation, ``from_pretrained`` / ``save_pretrained`` / ``from_roformer_config`` for every class;
     the Keras side (input forms, training on the head's own loss, ``.keras``, SavedModel) is
-    :class:`roformer_tf.keras_api.KerasModelAPI`."""
+    :class:`roformer_tf.keras_api.KerasModelAPI`.
+
+    ``add_pooling_layer`` (every class takes it, as the ``roformer`` port's ``RoFormerModel``
+    does) adds ``roformer/pooler`` and ``pooler_output``; None follows the config.
+    ``gradient_checkpointing=True`` recomputes each layer's activations in the backward pass
+    (``tf.recompute_grad``) instead of keeping them: less memory, the same gradients, about
+    one more forward pass of time; it is also the attribute of the same name.
+    """
 
     head = "model"
 
-    def __init__(self, config: RoFormerConfig, **kwargs):
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None,
+                 gradient_checkpointing: bool = False, **kwargs):
         super().__init__(**kwargs)
-        self.config = config
+        self.config = with_pooler(config, add_pooling_layer)
+        self._checkpointing_asked = bool(gradient_checkpointing)
 
     def init_weights(self):
-        """Reference initialisation; Keras initialisers did the rest: the padding row is zeroed."""
-        embeddings = (self.roformer if hasattr(self, "roformer") else self).embeddings.word_embeddings.embeddings
+        """Reference initialisation; Keras initialisers did the rest: the padding row is zeroed.
+        Every class calls it last in its constructor, so it also applies the options that need
+        the finished layers (``gradient_checkpointing``)."""
+        embeddings = self._base_model().embeddings.word_embeddings.embeddings
         table = embeddings.numpy()
         table[self.config.pad_token_id] = 0
         embeddings.assign(table)
+        self.gradient_checkpointing = self._checkpointing_asked
+
+    def _base_model(self):
+        return self.roformer if hasattr(self, "roformer") else self
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """Whether training recomputes each layer's activations in the backward pass (see the class).
+
+        Example:
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+            ...                      num_attention_heads=4, intermediate_size=64)
+            >>> RoFormerForMaskedLM(cfg, gradient_checkpointing=True).gradient_checkpointing
+            True
+        """
+        return self._base_model().encoder.gradient_checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, value: bool) -> None:
+        self._base_model().encoder.gradient_checkpointing = bool(value)
 
     @classmethod
-    def from_roformer_config(cls, config: RoFormerConfig, dtype=None):
+    def from_roformer_config(cls, config: RoFormerConfig, dtype=None, add_pooling_layer: Optional[bool] = None,
+                             gradient_checkpointing: bool = False):
         """A freshly initialised model; ``dtype`` is a Keras dtype policy (None: the global one).
 
         (``from_config`` is Keras' hook for ``get_config`` dicts; it takes a config too, as it always did.)
@@ -517,20 +676,23 @@ class RoFormerPreTrainedModel(KerasModelAPI, keras.Model):
             ...                      num_attention_heads=4, intermediate_size=64)
             >>> RoFormerModel.from_roformer_config(cfg, dtype="bfloat16").weights[0].dtype
             'bfloat16'
+            >>> tuple(RoFormerModel.from_roformer_config(cfg, add_pooling_layer=True).pooler.dense.kernel.shape)
+            (32, 32)
         """
-        return cls(config, dtype=dtype)
+        return cls(config, add_pooling_layer=add_pooling_layer, gradient_checkpointing=gradient_checkpointing,
+                   dtype=dtype)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, dtype=None, config: Optional[RoFormerConfig] = None,
-                        **kwargs):
+                        gradient_checkpointing: bool = False, **kwargs):
         """Load a checkpoint: a folder (canonical safetensors, shards, ``pytorch_model.bin``, ``tf_model.h5``,
         ``flax_model.msgpack``), a weights file, or a hub id (``revision=``, ``cache_dir=``, ``token=`` ...).
 
         ``dtype`` is a Keras dtype policy (``"float32"``, ``"mixed_bfloat16"`` ...); ``None`` keeps a
         half-precision checkpoint's dtype and otherwise uses the global policy. Other keyword
-        arguments override config fields (``num_labels=3`` ...). A bare-model checkpoint loads into a
-        head model (the head is initialised, and a warning says so). Call it inside
-        ``strategy.scope()`` to train with a distribution strategy.
+        arguments override config fields (``num_labels=3``, ``add_pooling_layer=True`` ...). A
+        bare-model checkpoint loads into a head model (the head is initialised, and a warning says
+        so). Call it inside ``strategy.scope()`` to train with a distribution strategy.
 
         Example:
             >>> import tempfile
@@ -540,7 +702,8 @@ class RoFormerPreTrainedModel(KerasModelAPI, keras.Model):
             >>> RoFormerForMaskedLM.from_pretrained(d).config.vocab_size
             100
         """
-        return LIFECYCLE.load(cls, path, config, dict(dtype=dtype), **kwargs)
+        return LIFECYCLE.load(cls, path, config, dict(dtype=dtype, gradient_checkpointing=gradient_checkpointing),
+                              **kwargs)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write ``config.json`` + ``model.safetensors`` (canonical names, the variables' dtype), atomically."""
@@ -576,15 +739,41 @@ class RoFormerPreTrainedModel(KerasModelAPI, keras.Model):
         return LOSSES[kind](self.config, prediction, labels)
 
 
-def _extended_mask(attention_mask, input_shape, past_length, is_decoder, dtype):
-    """Additive mask [batch, 1, q, k] (or [batch, 1, 1, k]); None when nothing is masked."""
+def with_pooler(config: RoFormerConfig, add_pooling_layer: Optional[bool]) -> RoFormerConfig:
+    """``config`` with ``add_pooling_layer`` set when it is given and differs (a copy: the caller's stays as it is).
+
+    Example:
+        >>> cfg = RoFormerConfig(hidden_size=8, num_attention_heads=2)
+        >>> with_pooler(cfg, None) is cfg, with_pooler(cfg, True).add_pooling_layer, cfg.add_pooling_layer
+        (True, True, False)
+    """
+    if add_pooling_layer is None or add_pooling_layer == config.add_pooling_layer:
+        return config
+    return config.replace(add_pooling_layer=bool(add_pooling_layer))
+
+
+def _extended_mask(attention_mask, input_shape, past_length, is_decoder, dtype, unilm_types=None):
+    """Additive mask [batch, 1, q, k] (or [batch, 1, 1, k]); None when nothing is masked.
+
+    ``unilm_types`` (the new tokens' token types, ``config.unilm``) replaces the causal mask by
+    the UniLM one (``roformer_core.generation.unilm_attention_mask``). Cumulative sums only grow,
+    so a cached position never has a larger one than a new token: cached positions are always
+    visible, and the new tokens compare the cumulative sums of their own types, which is why
+    incremental decoding equals the one-pass forward without the cache's token types.
+    """
     batch, seq = input_shape
     total = past_length + seq
     mask = None
     if attention_mask is not None:
         mask = tf.cast(attention_mask, tf.bool)
         mask = mask[:, None, :, :] if len(mask.shape) == 3 else mask[:, None, None, :]
-    if is_decoder:  # each query sees the cache and itself and what came before
+    if unilm_types is not None:
+        idx = tf.cumsum(tf.cast(unilm_types, tf.int32), axis=-1)
+        new = idx[:, None, :] <= idx[:, :, None]
+        cached = tf.ones([batch, seq, past_length], tf.bool)
+        unilm = tf.concat([cached, new], axis=-1)[:, None]
+        mask = unilm if mask is None else tf.logical_and(mask, unilm)
+    elif is_decoder:  # each query sees the cache and itself and what came before
         q = tf.range(past_length, total)[:, None]
         causal = (tf.range(total)[None, :] <= q)[None, None]
         mask = causal if mask is None else tf.logical_and(mask, causal)
@@ -617,8 +806,10 @@ class RoFormerModel(RoFormerPreTrainedModel):
 
     head = "model"
 
-    def __init__(self, config: RoFormerConfig, initialise: bool = True, **kwargs):
-        super().__init__(config, **kwargs)
+    def __init__(self, config: RoFormerConfig, initialise: bool = True, add_pooling_layer: Optional[bool] = None,
+                 **kwargs):
+        super().__init__(config, add_pooling_layer, **kwargs)
+        config = self.config
         dtype = self.dtype_policy
         with keras.name_scope(self.name):
             self.embeddings = RoFormerEmbeddings(config, name="embeddings", dtype=dtype)
@@ -626,6 +817,8 @@ class RoFormerModel(RoFormerPreTrainedModel):
                 self.embeddings_project = _dense(config, config.embedding_size, config.hidden_size,
                                                  "embeddings_project", dtype)
             self.encoder = RoFormerEncoder(config, name="encoder", dtype=dtype)
+            if config.add_pooling_layer:
+                self.pooler = RoFormerPooler(config, name="pooler", dtype=dtype)
         self.built = True
         if initialise:  # a head model initialises everything once, itself included
             self.init_weights()
@@ -633,13 +826,17 @@ class RoFormerModel(RoFormerPreTrainedModel):
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
              encoder_hidden_states=None, encoder_attention_mask=None, past_key_values=None, use_cache=None,
              output_attentions=False, output_hidden_states=False, return_dict=True, training=None):
-        use_cache = self.config.is_decoder and (self.config.use_cache if use_cache is None else use_cache)
+        c = self.config
+        use_cache = (c.is_decoder or c.unilm) and (c.use_cache if use_cache is None else use_cache)
         hidden = self.embeddings(input_ids, token_type_ids, inputs_embeds)
         if hasattr(self, "embeddings_project"):
             hidden = self.embeddings_project(hidden)
         past_length = _shape_list(past_key_values[0][0])[2] if past_key_values is not None else 0
-        mask = _extended_mask(attention_mask, _shape_list(hidden)[:2], past_length, self.config.is_decoder,
-                              hidden.dtype)
+        unilm_types = None
+        if c.unilm:  # no token types: all segment 0, bidirectional (the cached positions stay visible)
+            unilm_types = token_type_ids if token_type_ids is not None else tf.zeros(_shape_list(hidden)[:2], tf.int32)
+        mask = _extended_mask(attention_mask, _shape_list(hidden)[:2], past_length, c.is_decoder, hidden.dtype,
+                              unilm_types)
         encoder_mask = None
         if encoder_hidden_states is not None and encoder_attention_mask is not None:
             encoder_mask = _extended_mask(encoder_attention_mask, _shape_list(encoder_hidden_states)[:2], 0, False,
@@ -647,6 +844,8 @@ class RoFormerModel(RoFormerPreTrainedModel):
         out = self.encoder(hidden, mask, _head_mask(head_mask, self.config.num_hidden_layers, hidden.dtype),
                            encoder_hidden_states, encoder_mask, past_key_values, use_cache=use_cache,
                            output_attentions=output_attentions, output_hidden_states=output_hidden_states)
+        if hasattr(self, "pooler"):
+            out.pooler_output = self.pooler(out.last_hidden_state)
         return out if return_dict else out.to_tuple()
 
 
@@ -656,6 +855,13 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
     ``prediction_mask`` (bool [batch, seq]) computes vocabulary logits only where it is True,
     returning ``[num_true, vocab]``: fill-mask needs them only at the [MASK] positions.
 
+    For training, ``masked_positions`` (int [batch, P], padded; ``roformer_core.MaskedLMCollator``
+    makes them) gathers those positions' hidden states and computes the transform and the
+    vocabulary projection only there: logits are ``[batch, P, vocab]``, the loss is on
+    ``masked_labels`` [batch, P] (-100 or ``masked_weights`` 0 at padding) and equals the
+    full-sequence loss on the same labels. The shapes are static, so it runs under XLA
+    (``fit(jit_compile=True)``); ``labels`` of the full sequence are not used then.
+
     Example:
         >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
         ...                      num_attention_heads=4, intermediate_size=64)
@@ -663,12 +869,16 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
         >>> ids = np.array([[2, 5, 4, 3]])
         >>> model(ids).logits.shape, model(ids, prediction_mask=ids == 4).logits.shape
         (TensorShape([1, 4, 100]), TensorShape([1, 100]))
+        >>> out = model(ids, masked_positions=[[2, 0]], masked_labels=[[7, -100]])
+        >>> out.logits.shape, out.loss.dtype
+        (TensorShape([1, 2, 100]), tf.float32)
     """
 
     head = "masked_lm"
 
-    def __init__(self, config: RoFormerConfig, **kwargs):
-        super().__init__(config, **kwargs)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None, **kwargs):
+        super().__init__(config, add_pooling_layer, **kwargs)
+        config = self.config
         with keras.name_scope(self.name):
             self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
             self.cls = RoFormerOnlyMLMHead(config, name="cls", dtype=self.dtype_policy)
@@ -677,15 +887,20 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
 
     def call(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
              labels=None, output_attentions=False, output_hidden_states=False, return_dict=True,
-             prediction_mask=None, training=None):
+             prediction_mask=None, masked_positions=None, masked_labels=None, masked_weights=None, training=None):
         out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         sequence = out.last_hidden_state
-        if prediction_mask is not None:
+        if masked_positions is not None:  # a static [batch, P] gather: one XLA program for every batch
+            sequence = tf.gather(sequence, tf.cast(masked_positions, tf.int32), batch_dims=1)
+        elif prediction_mask is not None:
             sequence = tf.boolean_mask(sequence, prediction_mask)
-            labels = tf.boolean_mask(labels, prediction_mask) if labels is not None else None
+            labels = tf.boolean_mask(labels, prediction_mask) if labels is not None and len(labels.shape) > 1 else labels
         logits = self.cls(sequence, word_embeddings=self.roformer.embeddings.word_embeddings.embeddings)
-        loss = self.head_loss(logits, labels) if labels is not None else None
+        if masked_positions is not None:
+            loss = None if masked_labels is None else masked_token_cross_entropy(logits, masked_labels, masked_weights)
+        else:
+            loss = self.head_loss(logits, labels) if labels is not None else None
         result = MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 
@@ -693,21 +908,32 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
 class RoFormerForCausalLM(RoFormerPreTrainedModel):
     """RoFormer decoder with the LM head: causal mask, cache, cross-attention, ``generate``.
 
+    With ``config.unilm`` (RoFormer-Sim) the mask is UniLM's instead of the causal one: the
+    source (token type 0) is read bidirectionally and the target (type 1) causally, in one
+    pass; train seq2seq with ``labels=roformer_core.generation.seq2seq_labels(ids, types)``
+    (the target's ids, -100 elsewhere; shifted like any causal LM), and ``generate`` gives
+    the new tokens type 1. ``pooler_output`` is there when the model has a pooler.
+
     Example:
         >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
         ...                      num_attention_heads=4, intermediate_size=64, is_decoder=True)
         >>> model = RoFormerForCausalLM(cfg)
         >>> model.generate(np.array([[2, 5]]), max_new_tokens=3).shape
         TensorShape([1, 5])
+        >>> sim = RoFormerForCausalLM(cfg.replace(unilm=True), add_pooling_layer=True)
+        >>> sim.generate(np.array([[2, 5, 3]]), max_new_tokens=4, do_sample=True, top_p=0.9,
+        ...              num_return_sequences=3, seed=0).shape
+        TensorShape([3, 7])
     """
 
     head = "causal_lm"
 
-    def __init__(self, config: RoFormerConfig, **kwargs):
-        super().__init__(config, **kwargs)
-        if not config.is_decoder:
-            warnings.warn("RoFormerForCausalLM with is_decoder=False has no causal mask; set is_decoder=True",
-                          stacklevel=2)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None, **kwargs):
+        super().__init__(config, add_pooling_layer, **kwargs)
+        config = self.config
+        if not (config.is_decoder or config.unilm):
+            warnings.warn("RoFormerForCausalLM with is_decoder=False has no causal mask; set is_decoder=True "
+                          "(or unilm=True for UniLM seq2seq)", stacklevel=2)
         with keras.name_scope(self.name):
             self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
             self.cls = RoFormerOnlyMLMHead(config, name="cls", dtype=self.dtype_policy)
@@ -723,26 +949,37 @@ class RoFormerForCausalLM(RoFormerPreTrainedModel):
         logits = self.cls(out.last_hidden_state, word_embeddings=self.roformer.embeddings.word_embeddings.embeddings)
         loss = self.head_loss(logits, labels) if labels is not None else None
         result = CausalLMOutput(loss, logits, out.past_key_values, out.hidden_states, out.attentions,
-                                out.cross_attentions)
+                                out.cross_attentions, out.pooler_output)
         return result if return_dict else result.to_tuple()
-
 
     def generate(self, input_ids, attention_mask=None, max_new_tokens: int = 20, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, eos_token_id=None, pad_token_id=None,
-                 seed=None, encoder_hidden_states=None, encoder_attention_mask=None) -> tf.Tensor:
-        """Greedy or sampled continuation (temperature, top-k, top-p) using the key/value cache."""
+                 seed=None, encoder_hidden_states=None, encoder_attention_mask=None, token_type_ids=None,
+                 num_return_sequences: int = 1) -> tf.Tensor:
+        """Greedy or sampled continuation (temperature, top-k, top-p) using the key/value cache.
 
-        def step(new_ids, mask, past):
-            out = self(new_ids, mask, encoder_hidden_states=encoder_hidden_states,
-                       encoder_attention_mask=encoder_attention_mask, past_key_values=past, use_cache=True,
-                       training=False)
+        ``num_return_sequences`` samples per prompt (rows ``i*n .. i*n+n-1`` for prompt i);
+        ``token_type_ids`` are the prompt's; with ``config.unilm`` new tokens get type 1
+        (paraphrase generation: the prompt is the source). Tokens are chosen in
+        ``roformer_core.generation``, so every backend picks the same ones for a seed.
+        """
+        enc, enc_mask = encoder_hidden_states, encoder_attention_mask
+        if num_return_sequences > 1 and enc is not None:  # one copy per returned sequence, like the prompts
+            enc = tf.repeat(enc, num_return_sequences, axis=0)
+            enc_mask = None if enc_mask is None else tf.repeat(enc_mask, num_return_sequences, axis=0)
+
+        def step(new_ids, mask, past, token_type_ids=None):
+            out = self(new_ids, mask, token_type_ids, encoder_hidden_states=enc, encoder_attention_mask=enc_mask,
+                       past_key_values=past, use_cache=True, training=False)
             return tf.cast(out.logits[:, -1], tf.float32).numpy(), out.past_key_values
 
         ids = generate_loop(step, np.asarray(input_ids), None if attention_mask is None else np.asarray(attention_mask),
                             max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature,
                             top_k=top_k, top_p=top_p, eos_token_id=eos_token_id,
                             pad_token_id=self.config.pad_token_id if pad_token_id is None else pad_token_id,
-                            seed=seed)
+                            seed=seed, token_type_ids=None if token_type_ids is None else np.asarray(token_type_ids),
+                            new_token_type=1 if self.config.unilm else None,
+                            num_return_sequences=num_return_sequences)
         return tf.convert_to_tensor(ids)
 
 
@@ -758,8 +995,9 @@ class RoFormerForSequenceClassification(RoFormerPreTrainedModel):
 
     head = "sequence_classification"
 
-    def __init__(self, config: RoFormerConfig, **kwargs):
-        super().__init__(config, **kwargs)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None, **kwargs):
+        super().__init__(config, add_pooling_layer, **kwargs)
+        config = self.config
         with keras.name_scope(self.name):
             self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
             self.classifier = RoFormerClassificationHead(config, name="classifier", dtype=self.dtype_policy)
@@ -788,8 +1026,9 @@ class RoFormerForMultipleChoice(RoFormerPreTrainedModel):
 
     head = "multiple_choice"
 
-    def __init__(self, config: RoFormerConfig, **kwargs):
-        super().__init__(config, **kwargs)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None, **kwargs):
+        super().__init__(config, add_pooling_layer, **kwargs)
+        config = self.config
         with keras.name_scope(self.name):
             self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
             self.classifier = _dense(config, config.hidden_size, 1, "classifier", self.dtype_policy)
@@ -826,8 +1065,9 @@ class RoFormerForTokenClassification(RoFormerPreTrainedModel):
 
     head = "token_classification"
 
-    def __init__(self, config: RoFormerConfig, **kwargs):
-        super().__init__(config, **kwargs)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None, **kwargs):
+        super().__init__(config, add_pooling_layer, **kwargs)
+        config = self.config
         with keras.name_scope(self.name):
             self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
             self.dropout = keras.layers.Dropout(config.hidden_dropout_prob, dtype=self.dtype_policy)
@@ -858,8 +1098,9 @@ class RoFormerForQuestionAnswering(RoFormerPreTrainedModel):
 
     head = "question_answering"
 
-    def __init__(self, config: RoFormerConfig, **kwargs):
-        super().__init__(config, **kwargs)
+    def __init__(self, config: RoFormerConfig, add_pooling_layer: Optional[bool] = None, **kwargs):
+        super().__init__(config, add_pooling_layer, **kwargs)
+        config = self.config
         with keras.name_scope(self.name):
             self.roformer = RoFormerModel(config, initialise=False, name="roformer", dtype=self.dtype_policy)
             self.qa_outputs = _dense(config, config.hidden_size, 2, "qa_outputs", self.dtype_policy)

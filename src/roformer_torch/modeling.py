@@ -18,6 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from roformer_core.config import RoFormerConfig
@@ -43,7 +44,12 @@ POOLER_ACT2FN = {"tanh": nn.Tanh, "linear": nn.Identity, **ACT2FN}
 
 
 class RMSNorm(nn.Module):
-    """RoFormer-V2's norm: ``x / sqrt(mean(x^2) + eps)`` over the last axis, no parameters (float32 inside)."""
+    """RoFormer-V2's norm: ``x / sqrt(mean(x^2) + eps)`` over the last axis, no parameters (float32 inside).
+
+    Example:
+        >>> RMSNorm(1e-12)(torch.tensor([[3.0, -3.0]])).tolist(), len(RMSNorm(1e-12).state_dict())
+        ([[1.0, -1.0]], 0)
+    """
 
     def __init__(self, eps: float):
         super().__init__()
@@ -55,7 +61,12 @@ class RMSNorm(nn.Module):
 
 
 def make_norm(config: RoFormerConfig, size: int) -> nn.Module:
-    """The norm of ``config.norm_type``: LayerNorm (V1) or the parameter-free RMS norm (V2)."""
+    """The norm of ``config.norm_type``: LayerNorm (V1) or the parameter-free RMS norm (V2).
+
+    Example:
+        >>> type(make_norm(RoFormerConfig(norm_type="rms_norm"), 8)).__name__
+        'RMSNorm'
+    """
     if config.norm_type == "rms_norm":
         return RMSNorm(config.layer_norm_eps)
     return nn.LayerNorm(size, eps=config.layer_norm_eps)
@@ -90,6 +101,23 @@ def rotate_pairs(x: torch.Tensor) -> torch.Tensor:
 def apply_rotary(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
     """Rotate ``x`` [batch, heads, seq, head_dim] by the angles of its positions."""
     return x * cos + rotate_pairs(x) * sin
+
+
+def graph_sin_cos(past_length, seq_length, head_dim: int, device, dtype):
+    """Rotary sin/cos for positions ``past_length .. past_length + seq_length`` computed with torch ops, so a
+    traced or exported graph (ONNX, ``torch.export``) keeps the length symbolic. float64 inside, like the
+    table of ``roformer_core.rotary``, so exported and eager models give the same numbers.
+
+    Example:
+        >>> sin, cos = graph_sin_cos(0, 3, 4, "cpu", torch.float32)
+        >>> bool(torch.equal(sin, torch.from_numpy(rotary_sin_cos(3, 4)[0]))), tuple(cos.shape)
+        (True, (3, 4))
+    """
+    inv_freq = torch.from_numpy(np.power(10000.0, -2.0 * np.arange(head_dim // 2, dtype=np.float64) / head_dim))
+    positions = torch.arange(seq_length, dtype=torch.float64, device=device) + past_length
+    angles = positions[:, None] * inv_freq.to(device)[None, :]
+    # each angle over its pair (2i, 2i+1)
+    return tuple(torch.stack((t, t), dim=-1).flatten(-2).to(dtype) for t in (angles.sin(), angles.cos()))
 
 
 class RoFormerSelfAttention(nn.Module):
@@ -233,9 +261,15 @@ class RoFormerEncoder(nn.Module):
         self.config = config
         self.layer = nn.ModuleList([RoFormerLayer(config) for _ in range(config.num_hidden_layers)])
         self._rotary: dict = {}
+        #: recompute each layer's activations in the backward pass instead of keeping them
+        #: (``RoFormerPreTrainedModel.gradient_checkpointing_enable``)
+        self.gradient_checkpointing = False
 
     def sin_cos(self, past_length: int, seq_length: int, device, dtype):
         """Rotary sin/cos for positions ``past_length .. past_length + seq_length``."""
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            # an exported or compiled graph serves every length: the table is computed in the graph
+            return graph_sin_cos(past_length, seq_length, self.config.head_dim, device, dtype)
         key = (device, dtype)
         rows = past_length + seq_length
         if key not in self._rotary or self._rotary[key][0].shape[0] < rows:
@@ -251,13 +285,18 @@ class RoFormerEncoder(nn.Module):
         past_length = past_key_values[0][0].shape[2] if past_key_values is not None else 0
         sin_cos = self.sin_cos(past_length, hidden_states.shape[1], hidden_states.device, hidden_states.dtype)
         all_hidden, all_attn, all_cross, presents = [], [], [], []
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for i, layer in enumerate(self.layer):
             if output_hidden_states:
                 all_hidden.append(hidden_states)
-            hidden_states, probs, cross, present = layer(
-                hidden_states, attention_mask, sin_cos, None if head_mask is None else head_mask[i],
-                encoder_hidden_states, encoder_attention_mask,
-                None if past_key_values is None else past_key_values[i], output_attentions)
+            args = (hidden_states, attention_mask, sin_cos, None if head_mask is None else head_mask[i],
+                    encoder_hidden_states, encoder_attention_mask,
+                    None if past_key_values is None else past_key_values[i], output_attentions)
+            if recompute:  # keeps only the layer's inputs; the backward runs the layer again (same dropout)
+                hidden_states, probs, cross, present = torch.utils.checkpoint.checkpoint(layer, *args,
+                                                                                         use_reentrant=False)
+            else:
+                hidden_states, probs, cross, present = layer(*args)
             if use_cache:
                 presents.append(present)
             if output_attentions:
@@ -289,6 +328,54 @@ class RoFormerPredictionHeadTransform(nn.Module):
         return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
 
 
+class _SparseRowsLinear(torch.autograd.Function):
+    """``F.linear`` whose backward multiplies only the rows of the output gradient that are not all zero.
+
+    The vocabulary projection's output gradient is zero at every position without a label (85% of
+    them in masked-LM training), so its two backward matmuls shrink to the labelled rows; the rows
+    are found in the gradient itself, so any loss on any positions gets exact gradients.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        flat_x = x.reshape(-1, x.shape[-1])
+        g = grad.reshape(-1, grad.shape[-1])
+        rows = g.ne(0).any(-1).nonzero().squeeze(-1)
+        g = g.index_select(0, rows)
+        grad_x = grad_w = grad_b = None
+        # under autocast the forward ran in the autocast dtype (the gradient's): so does the backward
+        if ctx.needs_input_grad[0]:
+            grad_x = flat_x.new_zeros(flat_x.shape).index_copy_(0, rows, (g @ weight.to(g.dtype)).to(x.dtype))
+            grad_x = grad_x.view(x.shape)
+        if ctx.needs_input_grad[1]:
+            grad_w = (g.t() @ flat_x.index_select(0, rows).to(g.dtype)).to(weight.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = g.sum(0).to(weight.dtype)
+        return grad_x, grad_w, grad_b
+
+
+def project(x, weight, bias=None, sparse_grad: bool = False):
+    """``F.linear(x, weight, bias)``; with ``sparse_grad`` the backward skips rows whose gradient is zero
+    (the vocabulary projection when only some positions carry a label).
+
+    Example:
+        >>> x, w = torch.randn(4, 3, requires_grad=True), torch.randn(5, 3, requires_grad=True)
+        >>> project(x, w, sparse_grad=True)[1].sum().backward()
+        >>> x.grad[[0, 2, 3]].abs().sum().item(), bool(torch.allclose(w.grad, x[1].detach().expand(5, 3)))
+        (0.0, True)
+    """
+    if sparse_grad and torch.is_grad_enabled():
+        return _SparseRowsLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
 class RoFormerLMPredictionHead(nn.Module):
     """transform -> decoder (the word embeddings, tied unless the config unties them) + bias."""
 
@@ -299,9 +386,9 @@ class RoFormerLMPredictionHead(nn.Module):
             self.decoder = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
-    def forward(self, hidden_states, word_embeddings):
+    def forward(self, hidden_states, word_embeddings, sparse_grad: bool = False):
         weight = self.decoder.weight if hasattr(self, "decoder") else word_embeddings
-        return F.linear(self.transform(hidden_states), weight, self.bias)
+        return project(self.transform(hidden_states), weight, self.bias, sparse_grad)
 
 
 class RoFormerV2LMPredictionHead(nn.Module):
@@ -312,8 +399,9 @@ class RoFormerV2LMPredictionHead(nn.Module):
         if not config.tie_word_embeddings:
             self.decoder = nn.Linear(config.embedding_size, config.vocab_size, bias=False)
 
-    def forward(self, hidden_states, word_embeddings):
-        return F.linear(hidden_states, self.decoder.weight if hasattr(self, "decoder") else word_embeddings)
+    def forward(self, hidden_states, word_embeddings, sparse_grad: bool = False):
+        return project(hidden_states, self.decoder.weight if hasattr(self, "decoder") else word_embeddings,
+                       None, sparse_grad)
 
 
 class RoFormerOnlyMLMHead(nn.Module):
@@ -322,12 +410,18 @@ class RoFormerOnlyMLMHead(nn.Module):
         v2 = config.norm_type == "rms_norm"
         self.predictions = RoFormerV2LMPredictionHead(config) if v2 else RoFormerLMPredictionHead(config)
 
-    def forward(self, sequence_output, word_embeddings):
-        return self.predictions(sequence_output, word_embeddings)
+    def forward(self, sequence_output, word_embeddings, sparse_grad: bool = False):
+        return self.predictions(sequence_output, word_embeddings, sparse_grad)
 
 
 class RoFormerPooler(nn.Module):
-    """First token -> dense -> ``pooler_activation`` (``pooler_output``; RoFormer-Sim's sentence vector)."""
+    """First token -> dense -> ``pooler_activation`` (``pooler_output``; RoFormer-Sim's sentence vector).
+
+    Example:
+        >>> cfg = RoFormerConfig(hidden_size=8, num_attention_heads=2, pooler_activation="linear")
+        >>> RoFormerPooler(cfg)(torch.zeros(2, 5, 8)).shape
+        torch.Size([2, 8])
+    """
 
     def __init__(self, config: RoFormerConfig):
         super().__init__()
@@ -355,18 +449,26 @@ class RoFormerClassificationHead(nn.Module):
 
 
 # -- losses: one function per kind of roformer_core.heads.LOSS_KINDS ---------------------------
-def _cross_entropy(logits, labels, ignore_index=-100):
-    """Mean cross-entropy over the labelled positions; 0 (and zero gradients) when there are none,
-    in all three backends, where ``F.cross_entropy`` alone would give NaN."""
+def _cross_entropy(logits, labels, ignore_index=-100, weights=None):
+    """Mean cross-entropy over the labelled positions (weighted by ``weights`` when given: sum of
+    weight x loss over sum of weights); 0 (and zero gradients) when there are none, in all three
+    backends, where ``F.cross_entropy`` alone would give NaN. In float32 whatever the logits' dtype."""
     labels = labels.reshape(-1).long()
-    total = F.cross_entropy(logits.reshape(labels.shape[0], -1).float(), labels, ignore_index=ignore_index,
-                            reduction="sum")
-    return total / (labels != ignore_index).sum().clamp(min=1)
+    logits = logits.reshape(labels.shape[0], -1)
+    keep = labels != ignore_index
+    # the log-softmax of the labelled rows only: the others' would be computed and thrown away
+    losses = F.cross_entropy(logits[keep].float(), labels[keep], reduction="none")
+    if weights is None:
+        return losses.sum() / keep.sum().clamp(min=1)
+    weights = weights.reshape(-1)[keep].float()
+    total = weights.sum()
+    return (losses * weights).sum() / torch.where(total > 0, total, torch.ones_like(total))
 
 
-def token_cross_entropy(logits, labels):
-    """Cross-entropy at every position whose label is not -100 (masked LM, token classification)."""
-    return _cross_entropy(logits, labels)
+def token_cross_entropy(logits, labels, weights=None):
+    """Cross-entropy at every position whose label is not -100 (masked LM, token classification),
+    weighted per position by ``weights`` when given (``masked_weights``)."""
+    return _cross_entropy(logits, labels, weights=weights)
 
 
 def shifted_token_cross_entropy(logits, labels):
@@ -474,6 +576,31 @@ class RoFormerPreTrainedModel(nn.Module):
         """Write ``config.json`` + ``model.safetensors`` (canonical names, the model's dtype), atomically."""
         LIFECYCLE.save(self, directory)
 
+    def gradient_checkpointing_enable(self, enabled: bool = True):
+        """Activation recomputation in training: each layer keeps only its input and runs again in the
+        backward pass (``torch.utils.checkpoint``, dropout masks replayed), trading about a third more
+        compute for activation memory that no longer grows with the depth. Same gradients. Returns the model.
+
+        Example:
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
+            ...                      num_attention_heads=4, intermediate_size=64)
+            >>> RoFormerModel(cfg).gradient_checkpointing_enable().is_gradient_checkpointing
+            True
+        """
+        for module in self.modules():
+            if isinstance(module, RoFormerEncoder):
+                module.gradient_checkpointing = bool(enabled)
+        return self
+
+    def gradient_checkpointing_disable(self):
+        """Keep every activation again (the default). Returns the model."""
+        return self.gradient_checkpointing_enable(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether the layers recompute their activations in the backward pass."""
+        return any(m.gradient_checkpointing for m in self.modules() if isinstance(m, RoFormerEncoder))
+
     def __call__(self, *args, **kwargs):
         self.check_inputs(_bind(type(self), args, kwargs))  # before torch: a bad input is one short error
         return super().__call__(*args, **kwargs)
@@ -490,10 +617,61 @@ class RoFormerPreTrainedModel(nn.Module):
         past = arguments.get("past_key_values")
         validate_inputs(self.config, self.head, facts, 0 if past is None else past[0][0].shape[2],
                         arguments.get("encoder_hidden_states") is not None)
+        if self.head == "masked_lm":
+            first = arguments.get("input_ids")
+            first = first if first is not None else arguments["inputs_embeds"]
+            masked = {k: _facts("labels" if k == "masked_labels" else k, v) for k, v in arguments.items()
+                      if k in MASKED_INPUTS and isinstance(v, torch.Tensor)}
+            check_masked_inputs(self.config, masked, tuple(first.shape[:2]), arguments.get("labels") is not None,
+                                arguments.get("prediction_mask") is not None)
 
 
 #: the arguments whose values are checked: ids, masks, token types, labels
-_CHECKED = frozenset(("input_ids", "attention_mask", "token_type_ids") + LABEL_INPUTS)
+_CHECKED = frozenset(("input_ids", "attention_mask", "token_type_ids", "prediction_mask") + LABEL_INPUTS)
+#: the masked LM's fixed-shape inputs: positions to predict [batch, P], their labels and weights
+MASKED_INPUTS = ("masked_positions", "masked_labels", "masked_weights")
+
+
+def check_masked_inputs(config: RoFormerConfig, facts: dict, input_shape: tuple, labels_given: bool = False,
+                        prediction_mask_given: bool = False) -> None:
+    """One clear :class:`InputError` for bad ``masked_positions`` / ``masked_labels`` / ``masked_weights``
+    (``facts``: :class:`ArrayFacts`, the labels' without -100) for inputs of ``input_shape`` [batch, seq].
+
+    Example:
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_attention_heads=4)
+        >>> check_masked_inputs(cfg, {"masked_positions": ArrayFacts.of(np.array([[1, 9]]))}, (1, 8))
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.InputError: masked_positions holds 9, outside [0, 8) (the sequence length)
+    """
+    positions, labels, weights = (facts.get(k) for k in MASKED_INPUTS)
+    if positions is None:
+        if labels is not None or weights is not None:
+            raise InputError("masked_labels and masked_weights need masked_positions (the positions they label)")
+        return
+    if prediction_mask_given:
+        raise InputError("give prediction_mask or masked_positions, not both")
+    if labels_given and labels is None:
+        raise InputError("with masked_positions give the labels per position as masked_labels ([batch, P], "
+                         "-100 at padding), not labels")
+    if not positions.integer:
+        raise InputError("masked_positions must hold integers (an integer array)")
+    batch, seq = input_shape
+    if len(positions.shape) != 2 or None not in (batch, positions.shape[0]) and positions.shape[0] != batch:
+        raise InputError(f"masked_positions must be [batch, P] with batch {batch}, got shape {tuple(positions.shape)}")
+    for name, other in (("masked_labels", labels), ("masked_weights", weights)):
+        if other is not None and None not in tuple(other.shape) + tuple(positions.shape) \
+                and tuple(other.shape) != tuple(positions.shape):
+            raise InputError(f"{name} has shape {tuple(other.shape)}; masked_positions has {tuple(positions.shape)}")
+    if labels is not None and not labels.integer:
+        raise InputError("masked_labels must hold integers (an integer array)")
+    if positions.low is not None and seq is not None and (positions.low < 0 or positions.high >= seq):
+        bad = positions.low if positions.low < 0 else positions.high
+        raise InputError(f"masked_positions holds {bad}, outside [0, {seq}) (the sequence length)")
+    if labels is not None and labels.low is not None and (labels.low < 0 or labels.high >= config.vocab_size):
+        bad = labels.low if labels.low < 0 else labels.high
+        raise InputError(f"masked_labels holds {bad}, outside [0, {config.vocab_size}) (vocab_size = "
+                         f"{config.vocab_size}); -100 marks padding")
 
 
 @functools.lru_cache(maxsize=None)
@@ -509,7 +687,13 @@ def _bind(cls, args, kwargs) -> dict:
 
 
 def with_pooler(config: RoFormerConfig, add_pooling_layer: Optional[bool]) -> RoFormerConfig:
-    """``config`` with ``add_pooling_layer`` set when it is given and differs (a copy: the caller's stays as it is)."""
+    """``config`` with ``add_pooling_layer`` set when it is given and differs (a copy: the caller's stays as it is).
+
+    Example:
+        >>> cfg = RoFormerConfig(hidden_size=8, num_attention_heads=2)
+        >>> with_pooler(cfg, None) is cfg, with_pooler(cfg, True).add_pooling_layer, cfg.add_pooling_layer
+        (True, True, False)
+    """
     if add_pooling_layer is None or add_pooling_layer == config.add_pooling_layer:
         return config
     return config.replace(add_pooling_layer=bool(add_pooling_layer))
@@ -517,7 +701,9 @@ def with_pooler(config: RoFormerConfig, add_pooling_layer: Optional[bool]) -> Ro
 
 def _facts(name: str, x: torch.Tensor) -> ArrayFacts:
     integer = not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
-    return ArrayFacts.of(x.detach().cpu().numpy() if integer else None, tuple(x.shape), integer, name)
+    # values are unknown while a graph is traced, exported or compiled: shapes only, as under jit
+    concrete = integer and not (torch.jit.is_tracing() or torch.compiler.is_compiling())
+    return ArrayFacts.of(x.detach().cpu().numpy() if concrete else None, tuple(x.shape), integer, name)
 
 
 def _extended_mask(attention_mask, input_shape, past_length, is_decoder, dtype, device, unilm_types=None):
@@ -619,6 +805,14 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
     returning ``[num_true, vocab]``: fill-mask needs them only at the [MASK] positions, and the
     vocabulary projection is a third of the base model's FLOPs.
 
+    Training, the fixed-shape way (``roformer_core.collator.MaskedLMCollator`` makes these):
+    ``masked_positions`` (int [batch, P], padded) are the positions to predict, ``masked_labels``
+    ([batch, P], -100 at padding) their labels and ``masked_weights`` (float [batch, P], 0 at
+    padding, optional) their weights in the loss; the transform and the vocabulary projection run
+    only there, and ``logits`` is ``[batch, P, vocab]``. The loss is the full-sequence loss on the
+    same labels. With full-sequence ``labels`` the logits are the reference's, and the backward of
+    the projection skips the rows without a label.
+
     Example:
         >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
         ...                      num_attention_heads=4, intermediate_size=64)
@@ -626,6 +820,9 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
         >>> ids = torch.tensor([[2, 5, 4, 3]])
         >>> model(ids).logits.shape, model(ids, prediction_mask=ids == 4).logits.shape
         (torch.Size([1, 4, 100]), torch.Size([1, 100]))
+        >>> out = model(ids, masked_positions=torch.tensor([[2, 0]]), masked_labels=torch.tensor([[7, -100]]))
+        >>> out.logits.shape, bool(out.loss == model(ids, labels=torch.tensor([[-100, -100, 7, -100]])).loss)
+        (torch.Size([1, 2, 100]), True)
     """
 
     head = "masked_lm"
@@ -639,15 +836,21 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, head_mask=None, inputs_embeds=None,
                 labels=None, output_attentions=False, output_hidden_states=False, return_dict=True,
-                prediction_mask=None):
+                prediction_mask=None, masked_positions=None, masked_labels=None, masked_weights=None):
         out = self.roformer(input_ids, attention_mask, token_type_ids, head_mask, inputs_embeds,
                             output_attentions=output_attentions, output_hidden_states=output_hidden_states)
         sequence = out.last_hidden_state
-        if prediction_mask is not None:
-            sequence = sequence[prediction_mask]
-            labels = labels[prediction_mask] if labels is not None else None
-        logits = self.cls(sequence, self.roformer.embeddings.word_embeddings.weight)
-        loss = token_cross_entropy(logits, labels) if labels is not None else None
+        word_embeddings = self.roformer.embeddings.word_embeddings.weight
+        if masked_positions is not None:  # [batch, P]: gather the P rows, then the head on them only
+            index = masked_positions.long()[..., None].expand(-1, -1, sequence.shape[-1])
+            logits = self.cls(sequence.gather(1, index), word_embeddings)
+            loss = token_cross_entropy(logits, masked_labels, masked_weights) if masked_labels is not None else None
+        else:
+            if prediction_mask is not None:
+                sequence = sequence[prediction_mask]
+                labels = labels[prediction_mask] if labels is not None and labels.dim() > 1 else labels
+            logits = self.cls(sequence, word_embeddings, sparse_grad=labels is not None)
+            loss = token_cross_entropy(logits, labels) if labels is not None else None
         result = MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)
         return result if return_dict else result.to_tuple()
 

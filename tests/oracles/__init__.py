@@ -1,8 +1,9 @@
-"""The variants' oracles: scripts run in ``.venv-oracle-v2`` (the ``roformer`` 0.4.3 port, keras-hub 0.32).
+"""Oracle scripts, run as programs in test-only venvs and never imported by the package.
 
-``./run tests`` builds that venv from ``constraints-oracle-v2.txt``; neither it nor the scripts
-are ever imported by the package. :func:`run_script` runs one script with a JSON payload on
-stdin and returns the JSON it prints, and the ``.npz`` it wrote when the payload names one.
+:func:`run_script` runs the variants' oracles (``roformer043.py``: the ``roformer`` 0.4.3 port;
+``keras_hub_v2.py``: keras-hub 0.32) in ``.venv-oracle-v2``, which ``./run tests`` builds from
+``constraints-oracle-v2.txt``, with a JSON payload on stdin; it returns the JSON they print and
+the ``.npz`` they wrote when the payload names one.
 """
 
 from __future__ import annotations

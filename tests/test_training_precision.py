@@ -1,0 +1,150 @@
+"""Training options, for every backend: bfloat16 mixed precision tracks the float32 loss curve, and
+gradient checkpointing (activation recomputation) gives the gradients of the plain model.
+
+Each backend is one small set of functions (:data:`TRAINERS`, :data:`GRADIENTS`): a model with
+dropout, 20 AdamW steps on one masked batch (fixed-shape ``masked_positions``) in float32 and in
+bfloat16 (PyTorch: autocast over float32 master weights; Flax: ``dtype=bfloat16`` computation over
+float32 params), the losses in float32.
+"""
+
+import numpy as np
+import pytest
+from harness import config_for
+from test_masked_positions import masked_batch
+
+STEPS = 20
+LEARNING_RATE = 3e-3
+
+
+def _config():
+    # dropout on: the recomputation must replay the same dropout masks
+    return config_for("masked_lm").replace(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+
+def _torch_losses(config, batch, bf16: bool) -> list[float]:
+    import torch
+
+    from roformer_torch import RoFormerForMaskedLM
+
+    torch.manual_seed(0)
+    model = RoFormerForMaskedLM(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE)
+    feed = {k: torch.as_tensor(v) for k, v in batch.items() if k != "labels"}
+    losses = []
+    for _ in range(STEPS):
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(**feed)
+        assert out.loss.dtype == torch.float32 and (out.logits.dtype == torch.bfloat16) == bf16
+        out.loss.backward()
+        assert all(p.dtype == torch.float32 for p in model.parameters())  # the master weights
+        optimizer.step()
+        losses.append(float(out.loss))
+    return losses
+
+
+def _flax_losses(config, batch, bf16: bool) -> list[float]:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from roformer_flax import RoFormerForMaskedLM
+    from roformer_flax.training import create_train_state, make_train_step
+
+    model = RoFormerForMaskedLM.from_config(config, dtype=jnp.bfloat16 if bf16 else jnp.float32, seed=0)
+    step = make_train_step(model, "jit")
+    state = step.place_state(create_train_state(model, optax.adamw(LEARNING_RATE)))
+    feed = step.shard(batch)
+    losses = []
+    for _ in range(STEPS):
+        state, metrics = step(state, feed, jax.random.PRNGKey(0))
+        assert metrics["loss"].dtype == jnp.float32
+        losses.append(float(metrics["loss"]))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(state.params))
+    return losses
+
+
+#: backend -> (config, numpy masked batch, bf16) -> the 20 training losses
+TRAINERS = {"torch": _torch_losses, "flax": _flax_losses}
+
+
+@pytest.mark.parametrize("backend", list(TRAINERS))
+def test_bf16_training_tracks_the_float32_loss_curve(backend):
+    config = _config()
+    batch = masked_batch(config, batch=4, seq=16, probability=0.3)
+    fp32 = np.array(TRAINERS[backend](config, batch, bf16=False))
+    bf16 = np.array(TRAINERS[backend](config, batch, bf16=True))
+    assert np.isfinite(bf16).all()
+    assert fp32[-1] < fp32[0] - 1.0  # the curve moves: 20 steps on one batch
+    # step by step within bf16's precision (8 bits of mantissa: ~0.4% per operation), never drifting away
+    np.testing.assert_allclose(bf16, fp32, rtol=0.05, atol=0.05)
+    assert abs(bf16[-1] - fp32[-1]) < 0.05 * (fp32[0] - fp32[-1])
+
+
+def _torch_gradients(config, batch, checkpointing: bool) -> dict:
+    import torch
+
+    from roformer_torch import RoFormerForMaskedLM
+
+    torch.manual_seed(0)
+    model = RoFormerForMaskedLM(config).train()
+    if checkpointing:
+        assert model.gradient_checkpointing_enable().is_gradient_checkpointing
+    torch.manual_seed(1)  # the same dropout masks in both runs
+    model(**{k: torch.as_tensor(v) for k, v in batch.items()}).loss.backward()
+    return {n: p.grad.numpy().copy() for n, p in model.named_parameters()}
+
+
+def _flax_gradients(config, batch, checkpointing: bool) -> dict:
+    import jax
+    from flax.traverse_util import flatten_dict
+
+    from roformer_flax import RoFormerForMaskedLM
+
+    model = RoFormerForMaskedLM.from_config(config, seed=0, gradient_checkpointing=checkpointing)
+    assert model.module.gradient_checkpointing == checkpointing
+    arrays = {k: jax.numpy.asarray(v) for k, v in batch.items()}
+
+    def loss(params):
+        return model.module.apply({"params": params}, **arrays, deterministic=False,
+                                  rngs={"dropout": jax.random.PRNGKey(1)}).loss
+    return {"/".join(k): np.asarray(v) for k, v in flatten_dict(jax.jit(jax.grad(loss))(model.params)).items()}
+
+
+#: backend -> (config, numpy batch with labels, checkpointing) -> {parameter: gradient}
+GRADIENTS = {"torch": _torch_gradients, "flax": _flax_gradients}
+
+
+@pytest.mark.parametrize("backend", list(GRADIENTS))
+@pytest.mark.parametrize("form", ["labels", "masked"])
+def test_gradient_checkpointing_gives_the_same_gradients(backend, form):
+    config = _config()
+    batch = masked_batch(config, batch=2, seq=12, probability=0.4)
+    if form == "labels":
+        batch = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+    else:
+        batch = {k: v for k, v in batch.items() if k != "labels"}
+    plain = GRADIENTS[backend](config, batch, checkpointing=False)
+    recomputed = GRADIENTS[backend](config, batch, checkpointing=True)
+    assert sorted(plain) == sorted(recomputed)
+    for name, want in plain.items():
+        np.testing.assert_allclose(recomputed[name], want, atol=1e-6, err_msg=name)
+    assert max(np.abs(g).max() for g in plain.values()) > 1e-3
+
+
+def test_flax_checkpointing_keeps_the_parameter_names_and_switches_back():
+    import jax
+
+    from roformer_flax import RoFormerForMaskedLM
+
+    config = _config()
+    model = RoFormerForMaskedLM.from_config(config)
+    plain_module = model.module
+    ids = np.array([[2, 7, 9, 3]])
+    abstract = model.module.init(jax.random.PRNGKey(0), ids)["params"]
+    remat = model.enable_gradient_checkpointing().module
+    assert remat.gradient_checkpointing and remat is not plain_module
+    assert jax.tree.structure(remat.init(jax.random.PRNGKey(0), ids)["params"]) == jax.tree.structure(abstract)
+    np.testing.assert_allclose(np.asarray(model(ids).logits), np.asarray(plain_module.apply(
+        {"params": model.params}, ids).logits), atol=1e-6)
+    assert not model.enable_gradient_checkpointing(False).module.gradient_checkpointing

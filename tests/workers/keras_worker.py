@@ -1,0 +1,194 @@
+"""A Keras ``fit`` run, on one worker or several (``MultiWorkerMirroredStrategy``, described by
+``TF_CONFIG``): the program the multi-worker and resume tests start, and the one the README's
+"Training at scale" launches on N hosts.
+
+``fit`` is called once per epoch on that epoch's global batches (drawn from the seed and the
+batch number; each worker gets its share of every global batch from the strategy), with
+``roformer_tf.callbacks.BackupAndRestore`` when ``--backup`` is given. Every line on stdout is
+one JSON event; the final weights go to ``--out`` (``.npz``, ``{pid}`` replaced by the worker index).
+
+    python tests/workers/keras_worker.py --epochs 2 --steps 3 --out weights.npz
+    # worker I of N (TF_CONFIG is built from --hosts when it is not set):
+    python tests/workers/keras_worker.py --hosts h0:12345,h1:12345 --index I --out weights.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--hosts", help="host:port of every worker, comma-separated (builds TF_CONFIG)")
+    p.add_argument("--index", type=int, default=0, help="this worker's index in --hosts")
+    p.add_argument("--heads", default="sequence_classification")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3, help="batches per epoch")
+    p.add_argument("--global-batch", type=int, default=8)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backup", help="BackupAndRestore folder (resumes from it when it holds a backup)")
+    p.add_argument("--save-freq", type=int, default=1, help="back up every N batches")
+    p.add_argument("--keep", type=int, default=2)
+    p.add_argument("--save-to", help="canonical folders written at the end (the chief writes, all wait)")
+    p.add_argument("--out", help="final weights (.npz; {pid} is replaced by the worker index)")
+    p.add_argument("--xla", action="store_true", help="compile the train step with XLA (slower to start)")
+    p.add_argument("--pace", type=float, default=0.0, help="seconds to wait after each step")
+    return p.parse_args(argv)
+
+
+def pace(args) -> None:
+    """Wait ``--pace`` seconds: a step of a real run takes that long, so a test can kill it at a step."""
+    if args.pace:
+        import time
+
+        time.sleep(args.pace)
+
+
+def say(**event) -> None:
+    print(json.dumps(event), flush=True)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.hosts and "TF_CONFIG" not in os.environ:
+        os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": args.hosts.split(",")},
+                                              "task": {"type": "worker", "index": args.index}})
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from roformer_tf import MODEL_CLASSES, RoFormerConfig
+    from roformer_tf.callbacks import BackupAndRestore, save_pretrained
+
+    multi = "TF_CONFIG" in os.environ
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if multi else tf.distribute.get_strategy()
+    _kill_hook()
+    config = RoFormerConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                            intermediate_size=32, num_labels=3, hidden_dropout_prob=args.dropout,
+                            attention_probs_dropout_prob=args.dropout)
+    say(event="start", worker=args.index, replicas=strategy.num_replicas_in_sync)
+    results = {}
+    for head in args.heads.split(","):
+        with strategy.scope():
+            keras.utils.set_random_seed(args.seed)
+            model = MODEL_CLASSES[head](config)
+            model(np.ones((1, 4), "int32"))
+            total = args.epochs * args.steps
+            schedule = keras.optimizers.schedules.CosineDecay(0.0, decay_steps=max(1, total - 1), warmup_steps=1,
+                                                              warmup_target=1e-2)
+            # no clipping: under a strategy Keras 3 clips each replica's gradient before summing them
+            model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=0.01), jit_compile=args.xla)
+        callbacks = [Events(head, args)]
+        backup = None
+        if args.backup:
+            backup = BackupAndRestore(os.path.join(args.backup, head), save_freq=args.save_freq, keep=args.keep,
+                                      delete_checkpoint=False)
+            callbacks.insert(0, backup)
+        for epoch in range(args.epochs):
+            batches = [global_batch(head, config, args.global_batch, args.seed, epoch * args.steps + b)
+                       for b in range(args.steps)]
+            model.fit(dataset(batches), initial_epoch=epoch, epochs=epoch + 1, callbacks=callbacks, verbose=0,
+                      shuffle=False)
+            if backup is not None and backup.restored_step is not None:
+                say(event="resumed", head=head, step=backup.restored_step)
+                backup.restored_step = None
+        for name, variable, _ in model.named_variables():
+            results[f"{head}/{name}"] = np.asarray(variable)
+        if args.save_to:
+            save_pretrained(model, os.path.join(args.save_to, head))
+    if args.out:
+        np.savez(args.out.replace("{pid}", str(args.index)), **results)
+    say(event="done", worker=args.index)
+    return 0
+
+
+def _events():
+    import keras
+    import numpy as np
+
+    class Events(keras.callbacks.Callback):
+        """One ``step`` event per optimizer step (what the tests kill at)."""
+
+        def __init__(self, head, args):
+            super().__init__()
+            self.head, self.args = head, args
+
+        def on_train_batch_end(self, batch, logs=None):
+            say(event="step", head=self.head, step=int(np.asarray(self.model.optimizer.iterations)))
+            pace(self.args)
+
+    return Events
+
+
+def dataset(batches):
+    """``(features, labels)`` batches as ``fit`` takes them."""
+    import numpy as np
+    import tensorflow as tf
+
+    def split(b):
+        b = dict(b)
+        return b, b.pop("labels")
+
+    pairs = [split(b) for b in batches]
+    keys = list(pairs[0][0])
+    features = {k: tf.constant(np.concatenate([f[k] for f, _ in pairs])) for k in keys}
+    labels = tf.constant(np.concatenate([y for _, y in pairs]))
+    # batched by tf.data, so that several workers can split every global batch between them
+    return tf.data.Dataset.from_tensor_slices((features, labels)).batch(len(pairs[0][1]))
+
+
+def global_batch(head: str, config, size: int, seed: int, index: int) -> dict:
+    """The global batch number ``index``: a function of the seed and the index only."""
+    import numpy as np
+
+    rng = np.random.default_rng([seed, index])
+    ids = rng.integers(5, config.vocab_size, (size, 12)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[: size // 2, 9:] = 0
+    batch = {"input_ids": np.where(mask == 1, ids, 0), "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    if head == "masked_lm":
+        chosen = (rng.random(ids.shape) < 0.3) & (mask == 1)
+        chosen[np.arange(size), 1] = True
+        batch["labels"] = np.where(chosen, ids, -100).astype(np.int32)
+        batch["input_ids"] = np.where(chosen, 4, batch["input_ids"]).astype(np.int32)
+    else:
+        batch["labels"] = rng.integers(0, config.num_labels, size).astype(np.int32)
+    return batch
+
+
+def _kill_hook() -> None:
+    """With ROFORMER_TEST_KILL_IN_SAVE=N, SIGKILL this process while the backup of step N is being
+    written: its weights file is complete in the temporary folder, the rename has not happened."""
+    target = os.environ.get("ROFORMER_TEST_KILL_IN_SAVE")
+    if not target:
+        return
+    import signal
+
+    from roformer_tf import callbacks
+
+    original = callbacks.json.dump
+
+    def dump(obj, fh, *a, **k):
+        if isinstance(obj, dict) and obj.get("step") == int(target) and "seeds" in obj:
+            fh.write('{"epoch": ')  # half a metadata file
+            fh.flush()
+            say(event="killed-in-save", step=int(target))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(obj, fh, *a, **k)
+
+    callbacks.json.dump = dump
+
+
+Events = None
+
+if __name__ == "__main__":
+    Events = _events()
+    try:
+        sys.exit(main())
+    except Exception as e:  # noqa: BLE001  one line, as a user would see it
+        print(f"keras_worker: error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
