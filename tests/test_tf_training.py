@@ -296,18 +296,16 @@ def test_fit_with_xla_on_collator_batches_uses_the_masked_positions(checkpoint, 
     batches = _collator_batches(config, 4)
     model = MODEL_CLASSES["masked_lm"].from_pretrained(folder)
     start = np.mean([float(model(**b).loss) for b in batches])
-    traced = []
-    masked_loss = roformer_tf.modeling.masked_token_cross_entropy
-    monkeypatch.setattr(roformer_tf.modeling, "masked_token_cross_entropy",
-                        lambda *a: traced.append(1) or masked_loss(*a))
+    traced = []  # the length axis of the logits the step's loss is computed on
+    loss = roformer_tf.modeling.token_cross_entropy
+    monkeypatch.setattr(roformer_tf.modeling, "token_cross_entropy",
+                        lambda logits, *a: traced.append(logits.shape[1]) or loss(logits, *a))
     model.compile(optimizer=keras.optimizers.Adam(3e-3), jit_compile=True)
     # the collator's batches as they are (numpy dicts, the full-sequence labels too)
     dataset = tf.data.Dataset.from_tensor_slices(_stack(batches)).batch(8)
-    history = model.fit(dataset, epochs=4, verbose=0, shuffle=False).history["loss"]
-    assert traced and model.jit_compile  # the step's loss is the masked positions' one
+    history = model.fit(dataset, epochs=3, verbose=0, shuffle=False).history["loss"]
+    assert set(traced) == {batches[0]["masked_positions"].shape[1]} and model.jit_compile  # only the P positions
     assert all(b < a for a, b in zip([start] + history, history)), (start, history)
-    more = model.fit(_stack(batches), batch_size=8, epochs=1, verbose=0, shuffle=False).history["loss"]
-    assert more[0] < history[-1]
     out = model(**batches[0])
     assert out.logits.shape == (8, batches[0]["masked_positions"].shape[1], config.vocab_size)
 
@@ -318,7 +316,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(checkpoi
     folder = checkpoint("masked_lm")
     dropout = dict(hidden_dropout_prob=0.2, attention_probs_dropout_prob=0.2)
     model = MODEL_CLASSES["masked_lm"].from_pretrained(folder, gradient_checkpointing=True, **dropout)
-    assert model.gradient_checkpointing
+    assert model.is_gradient_checkpointing
     runs = []
     recompute_grad = tf.recompute_grad
 
@@ -332,7 +330,7 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(checkpoi
     start = [v.numpy() for v in seeds]
 
     def gradients(on, jit):
-        model.gradient_checkpointing = on
+        model.gradient_checkpointing_enable(on)
         for v, value in zip(seeds, start):
             v.assign(value)
         return _gradients(model, {**inputs, "labels": labels}, jit)
@@ -347,19 +345,10 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(checkpoi
         for a, b in zip(plain[1], recomputed[1]):
             np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
         assert max(np.abs(a).max() for a in plain[1]) > 1e-3
-    # inference and the cache never recompute
+    # inference never recomputes; and its loss differs from the training passes': dropout was on
     runs.clear()
-    model(**inputs)
-    assert not runs
-    # fit with it: the same weights after two steps as without (no dropout: nothing random)
-    trained = {}
-    for on in (False, True):
-        m = MODEL_CLASSES["masked_lm"].from_pretrained(folder, gradient_checkpointing=on)
-        m.compile(optimizer=keras.optimizers.SGD(0.5))
-        m.fit(tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(2), verbose=0, shuffle=False)
-        trained[on] = [w.numpy() for w in m.weights]
-    for a, b in zip(trained[False], trained[True]):
-        np.testing.assert_allclose(b, a, rtol=0, atol=1e-6)
+    assert abs(float(model(**inputs, labels=labels).loss) - plain[0]) > 1e-4
+    assert not runs and not model.gradient_checkpointing_disable().is_gradient_checkpointing
 
 
 def test_twenty_bf16_steps_track_the_float32_loss_curve(checkpoint):
@@ -426,8 +415,8 @@ BAD_BATCHES = {
     "label past the vocabulary": "labels holds 150, outside [0, 99) (vocab_size = 99); -100 marks a position "
                                  "without a label",
     "masked position past the sequence": "masked_positions holds 30, outside [0, 24) (the sequence length)",
-    "masked label past the vocabulary": "masked_labels holds 120, outside [0, 99) (vocab_size = 99); -100 marks a "
-                                        "position without a label",
+    "masked label past the vocabulary": "masked_labels holds 120, outside [0, 99) (vocab_size = 99); -100 marks "
+                                        "padding",
 }
 
 

@@ -39,7 +39,7 @@ def _torch_losses(config, batch, bf16: bool) -> list[float]:
         out.loss.backward()
         assert all(p.dtype == torch.float32 for p in model.parameters())  # the master weights
         optimizer.step()
-        losses.append(float(out.loss))
+        losses.append(float(out.loss.detach()))
     return losses
 
 
@@ -52,6 +52,8 @@ def _flax_losses(config, batch, bf16: bool) -> list[float]:
     from roformer_flax.training import create_train_state, make_train_step
 
     model = RoFormerForMaskedLM.from_config(config, dtype=jnp.bfloat16 if bf16 else jnp.float32, seed=0)
+    logits = jax.eval_shape(lambda p: model.module.apply({"params": p}, batch["input_ids"]).logits, model.params)
+    assert (logits.dtype == jnp.bfloat16) == bf16
     step = make_train_step(model, "jit")
     state = step.place_state(create_train_state(model, optax.adamw(LEARNING_RATE)))
     feed = step.shard(batch)
@@ -76,9 +78,10 @@ def test_bf16_training_tracks_the_float32_loss_curve(backend):
     bf16 = np.array(TRAINERS[backend](config, batch, bf16=True))
     assert np.isfinite(bf16).all()
     assert fp32[-1] < fp32[0] - 1.0  # the curve moves: 20 steps on one batch
-    # step by step within bf16's precision (8 bits of mantissa: ~0.4% per operation), never drifting away
-    np.testing.assert_allclose(bf16, fp32, rtol=0.05, atol=0.05)
-    assert abs(bf16[-1] - fp32[-1]) < 0.05 * (fp32[0] - fp32[-1])
+    # step by step within bf16's precision (8 bits of mantissa: ~0.4% per operation, averaged over the
+    # labelled positions), never drifting away
+    np.testing.assert_allclose(bf16, fp32, rtol=0.01, atol=0.01)
+    assert abs(bf16[-1] - fp32[-1]) < 0.01 * (fp32[0] - fp32[-1])
 
 
 def _torch_gradients(config, batch, checkpointing: bool) -> dict:
@@ -115,9 +118,10 @@ def _flax_gradients(config, batch, checkpointing: bool) -> dict:
 GRADIENTS = {"torch": _torch_gradients, "flax": _flax_gradients}
 
 
-@pytest.mark.parametrize("backend", list(GRADIENTS))
-@pytest.mark.parametrize("form", ["labels", "masked"])
+@pytest.mark.parametrize("backend, form", [(name, "masked") for name in GRADIENTS] + [("torch", "labels")])
 def test_gradient_checkpointing_gives_the_same_gradients(backend, form):
+    """Masked batches everywhere; full-sequence labels too in PyTorch, whose projection backward
+    skips unlabelled rows inside the recomputed graph."""
     config = _config()
     batch = masked_batch(config, batch=2, seq=12, probability=0.4)
     if form == "labels":

@@ -14,7 +14,7 @@ Example:
 from roformer_core.checkpoint import HEADS, Checkpoint, canonical_spec, plan_load, save_checkpoint
 from roformer_core.collator import MaskedLMCollator, default_max_predictions
 from roformer_core.config import RoFormerConfig
-from roformer_core.errors import CheckpointError, ConfigError, InputError, RoFormerError
+from roformer_core.errors import CheckpointError, ConfigError, DistributedError, InputError, RoFormerError
 from roformer_core.heads import HEAD_TABLE, Head
 from roformer_core.pipelines import pipeline
 from roformer_core.rotary import apply_rotary, rotary_sin_cos, sinusoidal_table
@@ -22,5 +22,5 @@ from roformer_core.tokenizer import BatchEncoding, RoFormerTokenizer
 from roformer_core.vocab_builder import build_vocab
 
 __all__ = ["HEADS", "HEAD_TABLE", "Head", "MaskedLMCollator", "default_max_predictions", "Checkpoint", "canonical_spec", "plan_load", "save_checkpoint", "RoFormerConfig",
-           "CheckpointError", "ConfigError", "InputError", "RoFormerError", "apply_rotary", "rotary_sin_cos",
+           "CheckpointError", "ConfigError", "DistributedError", "InputError", "RoFormerError", "apply_rotary", "rotary_sin_cos",
            "sinusoidal_table", "BatchEncoding", "RoFormerTokenizer", "build_vocab", "pipeline"]

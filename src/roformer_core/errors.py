@@ -23,3 +23,7 @@ class CheckpointError(RoFormerError, ValueError):
 
 class InputError(RoFormerError, ValueError):
     """A model input has the wrong type, shape or values."""
+
+
+class DistributedError(RoFormerError, RuntimeError):
+    """Another process of a multi-process run stopped, or stopped answering, within the timeout."""

@@ -577,5 +577,5 @@ def summarize(settings: Settings, reports: dict, times: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Workspace", "run", "completed", "built_from", "BUILT_FROM", "stage_vocab", "stage_train", "stage_save", "stage_eval", "stage_flax",
-           "stage_convert", "summarize", "EXAMPLES", "MASK_EXAMPLES"]
+__all__ = ["Workspace", "run", "completed", "built_from", "BUILT_FROM", "stage_vocab", "stage_train", "stage_save",
+           "stage_eval", "stage_flax", "stage_convert", "summarize", "EXAMPLES", "MASK_EXAMPLES"]

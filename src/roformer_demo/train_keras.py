@@ -184,14 +184,12 @@ def train(task: Task, recipe: Recipe, init: str | None = None, out: str | None =
             callbacks[0].restored_step = None
         for key, values in fit.history.items():  # empty for an epoch a resumed run had finished before
             logs.setdefault(key, []).extend(values)
-    if callbacks:  # every epoch's logs, those of the run before the restart too
-        logs = {}
-        for row in callbacks[0].epoch_logs:
-            for key, value in row.items():
-                logs.setdefault(key, []).append(value)
     history = History("keras", task.head, steps=total, seconds=time.perf_counter() - start)
-    for epoch in range(len(logs["loss"])):
-        history.epochs.append({key: float(values[epoch]) for key, values in logs.items()})
+    if callbacks:  # every epoch's logs, those of the run before the restart too
+        history.epochs = [dict(row) for row in callbacks[0].epoch_logs]
+    else:
+        history.epochs = [{key: float(values[epoch]) for key, values in logs.items()}
+                          for epoch in range(len(logs.get("loss", [])))]
     if out is not None:
         model.save_pretrained(out)
         task.tokenizer.save_pretrained(out)

@@ -117,10 +117,10 @@ class TrainingCheckpoints:
         Running out of disk space (or any write error) raises one :class:`CheckpointError` that
         names the step; the checkpoints written before stay as they were.
         """
-        host = self.step.host_state(state)
-        number = int(np.asarray(host.step))
+        number = int(np.asarray(self.step.host_state(state.step)))
         if not force and number % self.every:
             return False
+        host = self.step.host_state(state)
         meta = {"step": number, "data": data, "rng": None if rng is None else _key_to_json(rng)}
         if self._pending is not None:  # a failure of the write in flight is reported as its own step's
             self.wait()

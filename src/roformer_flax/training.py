@@ -49,7 +49,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from roformer_core.config import RoFormerConfig
-from roformer_core.errors import InputError
+from roformer_core.errors import DistributedError, InputError
 from roformer_core.heads import HEAD_TABLE
 from roformer_core.inputs import ArrayFacts, validate_inputs
 from roformer_flax.modeling import (LOSS_TERMS, MASKED_INPUTS, RoFormerPreTrainedModel, check_masked_inputs,
@@ -351,7 +351,7 @@ class DataParallelStep:
             return self.step_fn(state, batch, dropout_rng)
         except jax.errors.JaxRuntimeError as e:
             if jax.process_count() > 1 and _lost_peer(e):
-                raise RuntimeError(f"process {jax.process_index()} of {jax.process_count()}: another process of this "
+                raise DistributedError(f"process {jax.process_index()} of {jax.process_count()}: another process of this "
                                    f"run stopped during the step ({_first_line(e)}); start every process again "
                                    "(and resume from the last checkpoint)") from None
             raise
@@ -458,7 +458,7 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
                                    heartbeat_timeout_seconds=heartbeat_timeout_s,
                                    initialization_timeout=initialization_timeout_s)
     except jax.errors.JaxRuntimeError as e:
-        raise RuntimeError(f"process {process_id} could not join the run at {coordinator_address} within "
+        raise DistributedError(f"process {process_id} could not join the run at {coordinator_address} within "
                            f"{initialization_timeout_s}s ({_first_line(e)}): start all {num_processes} processes "
                            "with the same coordinator address") from None
     return jax.process_index(), jax.process_count()

@@ -159,7 +159,12 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             if self._skipping <= 0:
                 return original(iterator)
             for _ in range(per_call):
-                next(iterator)
+                batch = next(iterator)
+            metrics = getattr(model, "_compile_metrics", None)
+            if metrics is not None and not metrics.built:
+                # Keras builds compiled metrics in the first step it runs; an epoch whose batches are
+                # all skipped runs none, and its end reads them
+                model._symbolic_build(data_batch=batch)
             self._skipping -= 1
             if self._skipping == 0:
                 model.train_function = original

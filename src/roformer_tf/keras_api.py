@@ -44,7 +44,7 @@ import tensorflow as tf
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.heads import ARRAY_ARGUMENTS, HEAD_TABLE
-from roformer_core.inputs import IGNORE_INDEX, ArrayFacts, validate_inputs
+from roformer_core.inputs import ArrayFacts, validate_inputs
 from roformer_core.io import atomic_dir
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, ModelOutput,
                                    QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
@@ -450,45 +450,40 @@ def _masked(x) -> bool:
 
 
 def _check_masked_inputs(config: RoFormerConfig, arguments: dict) -> None:
-    """``masked_positions`` [batch, P] inside the sequence, ``masked_labels``/``masked_weights`` of
-    its shape, labels in the vocabulary or -100; values where they are concrete."""
-    positions = arguments.get("masked_positions")
+    """The masked-LM training inputs of a call, checked as PyTorch and Flax check them
+    (``check_masked_inputs`` of their modeling files, with the same messages): values where
+    they are concrete, shapes where they are known."""
+    facts = {k: _facts("labels" if k == "masked_labels" else k, arguments[k])  # -100 dropped, as for labels
+             for k in MASKED_INPUTS if arguments.get(k) is not None}
+    positions, labels, weights = (facts.get(k) for k in MASKED_INPUTS)
     if positions is None:
-        extra = [k for k in MASKED_INPUTS[1:] if arguments.get(k) is not None]
-        if extra:
-            raise InputError(f"{extra[0]} given without masked_positions")
+        if labels is not None or weights is not None:
+            raise InputError("masked_labels and masked_weights need masked_positions (the positions they label)")
         return
     if arguments.get("prediction_mask") is not None:
         raise InputError("give prediction_mask or masked_positions, not both")
-    shape = _static_shape(positions)
-    if not _is_integer(positions):
+    if arguments.get("labels") is not None and labels is None:
+        raise InputError("with masked_positions give the labels per position as masked_labels ([batch, P], "
+                         "-100 at padding), not labels")
+    if not positions.integer:
         raise InputError("masked_positions must hold integers (an integer array)")
-    if len(shape) != 2:
-        raise InputError(f"masked_positions must be [batch, P], got shape {shape}")
     first = arguments.get("input_ids")
-    first = first if first is not None else arguments.get("inputs_embeds")
-    batch, seq = _static_shape(first)[:2]
-    if None not in (batch, shape[0]) and batch != shape[0]:
-        raise InputError(f"masked_positions has shape {shape}, for a batch of {batch}")
-    for name in MASKED_INPUTS[1:]:
-        value = arguments.get(name)
-        if value is not None and None not in shape + _static_shape(value) and _static_shape(value) != shape:
-            raise InputError(f"{name} has shape {_static_shape(value)}, masked_positions has {shape}")
-    labels = arguments.get("masked_labels")
-    if labels is not None and not _is_integer(labels):
+    batch, seq = _static_shape(first if first is not None else arguments["inputs_embeds"])[:2]
+    if len(positions.shape) != 2 or None not in (batch, positions.shape[0]) and positions.shape[0] != batch:
+        raise InputError(f"masked_positions must be [batch, P] with batch {batch}, got shape {tuple(positions.shape)}")
+    for name, other in (("masked_labels", labels), ("masked_weights", weights)):
+        if other is not None and None not in tuple(other.shape) + tuple(positions.shape) \
+                and tuple(other.shape) != tuple(positions.shape):
+            raise InputError(f"{name} has shape {tuple(other.shape)}; masked_positions has {tuple(positions.shape)}")
+    if labels is not None and not labels.integer:
         raise InputError("masked_labels must hold integers (an integer array)")
-    if _has_values(positions) and seq is not None and np.size(positions):
-        values = np.asarray(positions)
-        if values.min() < 0 or values.max() >= seq:
-            bad = values.min() if values.min() < 0 else values.max()
-            raise InputError(f"masked_positions holds {bad}, outside [0, {seq}) (the sequence length)")
-    if labels is not None and _has_values(labels):
-        values = np.asarray(labels)
-        values = values[values != IGNORE_INDEX]
-        if values.size and (values.min() < 0 or values.max() >= config.vocab_size):
-            bad = values.min() if values.min() < 0 else values.max()
-            raise InputError(f"masked_labels holds {bad}, outside [0, {config.vocab_size}) (vocab_size = "
-                             f"{config.vocab_size}); {IGNORE_INDEX} marks a position without a label")
+    if positions.low is not None and seq is not None and (positions.low < 0 or positions.high >= seq):
+        bad = positions.low if positions.low < 0 else positions.high
+        raise InputError(f"masked_positions holds {bad}, outside [0, {seq}) (the sequence length)")
+    if labels is not None and labels.low is not None and (labels.low < 0 or labels.high >= config.vocab_size):
+        bad = labels.low if labels.low < 0 else labels.high
+        raise InputError(f"masked_labels holds {bad}, outside [0, {config.vocab_size}) (vocab_size = "
+                         f"{config.vocab_size}); -100 marks padding")
 
 
 def _facts(name: str, x) -> ArrayFacts:

@@ -367,7 +367,9 @@ class RoFormerEncoder(keras.layers.Layer):
             self.layer = [RoFormerLayer(config, name=f"layer_{i}", dtype=self.dtype_policy)
                           for i in range(config.num_hidden_layers)]
         self._rotary = _RotaryTable(table_rows(0, config.max_position_embeddings), config.head_dim)
-        self.gradient_checkpointing = False  # the models' attribute of the same name sets it
+        #: recompute each layer's activations in the backward pass instead of keeping them
+        #: (``RoFormerPreTrainedModel.gradient_checkpointing_enable``)
+        self.gradient_checkpointing = False
         self.built = True
 
     def sin_cos(self, past_length, seq_length, dtype):
@@ -532,41 +534,31 @@ def _mean(total, count):
     return tf.math.divide_no_nan(total, count)
 
 
-def _cross_entropy(logits, labels, ignore_index):
+def _cross_entropy(logits, labels, ignore_index, weights=None):
+    """Mean cross-entropy over the labelled positions (weighted by ``weights`` when given); 0 (and zero
+    gradients) when there are none, in float32 whatever the logits' dtype."""
     logits = tf.reshape(tf.cast(logits, tf.float32), [-1, _shape_list(logits)[-1]])
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     valid = tf.not_equal(labels, ignore_index)
     per_item = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(valid, labels, 0), logits=logits)
-    return _mean(tf.reduce_sum(tf.where(valid, per_item, 0.0)), tf.reduce_sum(tf.cast(valid, tf.float32)))
+    weights = tf.cast(valid, tf.float32) if weights is None else \
+        tf.where(valid, tf.reshape(tf.cast(weights, tf.float32), [-1]), 0.0)
+    return _mean(tf.reduce_sum(tf.where(valid, weights * per_item, 0.0)), tf.reduce_sum(weights))
 
 
 def _elementwise_mean(values):
     return _mean(tf.reduce_sum(values), tf.cast(tf.size(values), tf.float32))
 
 
-def token_cross_entropy(logits, labels):
-    """Cross-entropy at every position whose label is not -100 (masked LM, token classification)."""
-    return _cross_entropy(logits, labels, -100)
-
-
-def masked_token_cross_entropy(logits, labels, weights=None):
-    """Masked LM on gathered positions (``masked_positions``): logits [batch, P, vocab], labels
-    [batch, P]; a position whose label is -100 or whose weight is 0 (padding) counts for nothing,
-    the others are weighted by ``weights`` (1 when None) and averaged: with weights 0/1 this is
-    :func:`token_cross_entropy` of the full sequence on the same labels.
+def token_cross_entropy(logits, labels, weights=None):
+    """Cross-entropy at every position whose label is not -100 (masked LM, token classification),
+    weighted per position by ``weights`` when given (``masked_weights``).
 
     Example:
-        >>> logits = tf.zeros([1, 2, 4])
-        >>> round(float(masked_token_cross_entropy(logits, [[3, 0]], [[1.0, 0.0]])), 6), round(float(np.log(4)), 6)
-        (1.386294, 1.386294)
+        >>> float(token_cross_entropy(tf.zeros([1, 2, 4]), [[3, -100]])) == float(tf.math.log(4.0))
+        True
     """
-    logits = tf.reshape(tf.cast(logits, tf.float32), [-1, _shape_list(logits)[-1]])
-    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
-    weights = tf.ones_like(labels, tf.float32) if weights is None else tf.reshape(tf.cast(weights, tf.float32), [-1])
-    counted = tf.logical_and(tf.not_equal(labels, -100), tf.not_equal(weights, 0.0))
-    per_item = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(counted, labels, 0), logits=logits)
-    weights = tf.where(counted, weights, 0.0)
-    return _mean(tf.reduce_sum(tf.where(counted, weights * per_item, 0.0)), tf.reduce_sum(weights))
+    return _cross_entropy(logits, labels, -100, weights)
 
 
 def shifted_token_cross_entropy(logits, labels):
@@ -622,9 +614,8 @@ class RoFormerPreTrainedModel(KerasModelAPI, keras.Model):
 
     ``add_pooling_layer`` (every class takes it, as the ``roformer`` port's ``RoFormerModel``
     does) adds ``roformer/pooler`` and ``pooler_output``; None follows the config.
-    ``gradient_checkpointing=True`` recomputes each layer's activations in the backward pass
-    (``tf.recompute_grad``) instead of keeping them: less memory, the same gradients, about
-    one more forward pass of time; it is also the attribute of the same name.
+    ``gradient_checkpointing=True`` (also an option of ``from_pretrained``) is
+    :meth:`gradient_checkpointing_enable` from the start.
     """
 
     head = "model"
@@ -643,26 +634,36 @@ class RoFormerPreTrainedModel(KerasModelAPI, keras.Model):
         table = embeddings.numpy()
         table[self.config.pad_token_id] = 0
         embeddings.assign(table)
-        self.gradient_checkpointing = self._checkpointing_asked
+        self.gradient_checkpointing_enable(self._checkpointing_asked)
 
     def _base_model(self):
         return self.roformer if hasattr(self, "roformer") else self
 
-    @property
-    def gradient_checkpointing(self) -> bool:
-        """Whether training recomputes each layer's activations in the backward pass (see the class).
+    def gradient_checkpointing_enable(self, enabled: bool = True):
+        """Activation recomputation in training: each layer keeps only its inputs and runs again in the
+        backward pass (``tf.recompute_grad``, dropout masks replayed), trading about a third more
+        compute for activation memory that no longer grows with the depth. Same gradients, in eager,
+        graph and XLA code (``fit(jit_compile=True)``). Returns the model.
 
         Example:
-            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+            >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2,
             ...                      num_attention_heads=4, intermediate_size=64)
-            >>> RoFormerForMaskedLM(cfg, gradient_checkpointing=True).gradient_checkpointing
+            >>> RoFormerModel(cfg).gradient_checkpointing_enable().is_gradient_checkpointing
+            True
+            >>> RoFormerForMaskedLM(cfg, gradient_checkpointing=True).is_gradient_checkpointing
             True
         """
-        return self._base_model().encoder.gradient_checkpointing
+        self._base_model().encoder.gradient_checkpointing = bool(enabled)
+        return self
 
-    @gradient_checkpointing.setter
-    def gradient_checkpointing(self, value: bool) -> None:
-        self._base_model().encoder.gradient_checkpointing = bool(value)
+    def gradient_checkpointing_disable(self):
+        """Keep every activation again (the default). Returns the model."""
+        return self.gradient_checkpointing_enable(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether the layers recompute their activations in the backward pass."""
+        return self._base_model().encoder.gradient_checkpointing
 
     @classmethod
     def from_roformer_config(cls, config: RoFormerConfig, dtype=None, add_pooling_layer: Optional[bool] = None,
@@ -855,12 +856,13 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
     ``prediction_mask`` (bool [batch, seq]) computes vocabulary logits only where it is True,
     returning ``[num_true, vocab]``: fill-mask needs them only at the [MASK] positions.
 
-    For training, ``masked_positions`` (int [batch, P], padded; ``roformer_core.MaskedLMCollator``
-    makes them) gathers those positions' hidden states and computes the transform and the
-    vocabulary projection only there: logits are ``[batch, P, vocab]``, the loss is on
-    ``masked_labels`` [batch, P] (-100 or ``masked_weights`` 0 at padding) and equals the
-    full-sequence loss on the same labels. The shapes are static, so it runs under XLA
-    (``fit(jit_compile=True)``); ``labels`` of the full sequence are not used then.
+    Training, the fixed-shape way (``roformer_core.collator.MaskedLMCollator`` makes these):
+    ``masked_positions`` (int [batch, P], padded) are the positions to predict, ``masked_labels``
+    ([batch, P], -100 at padding) their labels and ``masked_weights`` (float [batch, P], 0 at
+    padding, optional) their weights in the loss; the transform and the vocabulary projection run
+    only there, and ``logits`` is ``[batch, P, vocab]``. The loss is the full-sequence loss on the
+    same labels. The shapes are static, so it runs under XLA: ``fit(jit_compile=True)`` on the
+    collator's batches trains this way (their full-sequence ``labels`` are then not used).
 
     Example:
         >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
@@ -895,10 +897,11 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
             sequence = tf.gather(sequence, tf.cast(masked_positions, tf.int32), batch_dims=1)
         elif prediction_mask is not None:
             sequence = tf.boolean_mask(sequence, prediction_mask)
-            labels = tf.boolean_mask(labels, prediction_mask) if labels is not None and len(labels.shape) > 1 else labels
+            if labels is not None and len(labels.shape) > 1:  # labels of the whole sequence, else of the positions
+                labels = tf.boolean_mask(labels, prediction_mask)
         logits = self.cls(sequence, word_embeddings=self.roformer.embeddings.word_embeddings.embeddings)
         if masked_positions is not None:
-            loss = None if masked_labels is None else masked_token_cross_entropy(logits, masked_labels, masked_weights)
+            loss = token_cross_entropy(logits, masked_labels, masked_weights) if masked_labels is not None else None
         else:
             loss = self.head_loss(logits, labels) if labels is not None else None
         result = MaskedLMOutput(loss, logits, out.hidden_states, out.attentions)

@@ -51,7 +51,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from roformer_core.errors import CheckpointError, InputError
+from roformer_core.errors import CheckpointError, DistributedError, InputError
 from roformer_core.heads import HEAD_TABLE
 from roformer_core.io import atomic_path, remove_stale_temporaries
 
@@ -94,7 +94,7 @@ def init_distributed(backend: str = "gloo", *, timeout_s: float = 60, rank: int 
         dist.init_process_group(backend, rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout_s))
     except (RuntimeError, ValueError) as e:
-        raise RuntimeError(f"process {rank} of {world_size} could not join the run at {env['MASTER_ADDR']}:"
+        raise DistributedError(f"process {rank} of {world_size} could not join the run at {env['MASTER_ADDR']}:"
                            f"{env['MASTER_PORT']} within {timeout_s:g}s ({_first_line(e)}): start all "
                            f"{world_size} processes with the same MASTER_ADDR and MASTER_PORT") from None
     return rank, world_size
@@ -132,7 +132,7 @@ def _peers(what: str):
         if isinstance(e, CheckpointError):
             raise
         rank, size = world()
-        raise RuntimeError(f"process {rank} of {size}: another process of this run stopped or stopped answering "
+        raise DistributedError(f"process {rank} of {size}: another process of this run stopped or stopped answering "
                            f"during {what} ({_first_line(e)}); start every process again (training resumes from "
                            "the last checkpoint)") from None
 

@@ -35,6 +35,7 @@ def parse(argv=None):
     p.add_argument("--keep", type=int, default=2)
     p.add_argument("--save-to", help="canonical folders written at the end (the chief writes, all wait)")
     p.add_argument("--out", help="final weights (.npz; {pid} is replaced by the worker index)")
+    p.add_argument("--also-one-worker", help="worker 0 then trains the same alone and saves the weights here (.npz)")
     p.add_argument("--xla", action="store_true", help="compile the train step with XLA (slower to start)")
     p.add_argument("--pace", type=float, default=0.0, help="seconds to wait after each step")
     return p.parse_args(argv)
@@ -57,12 +58,10 @@ def main(argv=None) -> int:
     if args.hosts and "TF_CONFIG" not in os.environ:
         os.environ["TF_CONFIG"] = json.dumps({"cluster": {"worker": args.hosts.split(",")},
                                               "task": {"type": "worker", "index": args.index}})
-    import keras
     import numpy as np
     import tensorflow as tf
 
-    from roformer_tf import MODEL_CLASSES, RoFormerConfig
-    from roformer_tf.callbacks import BackupAndRestore, save_pretrained
+    from roformer_tf import RoFormerConfig
 
     multi = "TF_CONFIG" in os.environ
     strategy = tf.distribute.MultiWorkerMirroredStrategy() if multi else tf.distribute.get_strategy()
@@ -71,6 +70,24 @@ def main(argv=None) -> int:
                             intermediate_size=32, num_labels=3, hidden_dropout_prob=args.dropout,
                             attention_probs_dropout_prob=args.dropout)
     say(event="start", worker=args.index, replicas=strategy.num_replicas_in_sync)
+    results = train(args, config, strategy, save_to=args.save_to)
+    if args.also_one_worker and args.index == 0:
+        # the same training on this worker alone (no strategy), for comparison: saves a TensorFlow start-up
+        np.savez(args.also_one_worker, **train(args, config, tf.distribute.get_strategy()))
+    if args.out:
+        np.savez(args.out.replace("{pid}", str(args.index)), **results)
+    say(event="done", worker=args.index)
+    return 0
+
+
+def train(args, config, strategy, save_to=None) -> dict:
+    """Train every head of ``args.heads`` under ``strategy``; returns the final weights by name."""
+    import keras
+    import numpy as np
+
+    from roformer_tf import MODEL_CLASSES
+    from roformer_tf.callbacks import BackupAndRestore, save_pretrained
+
     results = {}
     for head in args.heads.split(","):
         with strategy.scope():
@@ -98,12 +115,9 @@ def main(argv=None) -> int:
                 backup.restored_step = None
         for name, variable, _ in model.named_variables():
             results[f"{head}/{name}"] = np.asarray(variable)
-        if args.save_to:
-            save_pretrained(model, os.path.join(args.save_to, head))
-    if args.out:
-        np.savez(args.out.replace("{pid}", str(args.index)), **results)
-    say(event="done", worker=args.index)
-    return 0
+        if save_to:
+            save_pretrained(model, os.path.join(save_to, head))
+    return results
 
 
 def _events():
