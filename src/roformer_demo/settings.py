@@ -39,6 +39,7 @@ class Layout:
     mlm = property(lambda self: self._at("mlm"))
     classifier = property(lambda self: self._at("classifier"))
     flax_continued = property(lambda self: self._at("classifier-flax"))
+    classifier_v2 = property(lambda self: self._at("classifier-v2"))
     converted = property(lambda self: self._at("converted"))
     reports = property(lambda self: self._at("reports"))
     summary = property(lambda self: self._at("summary.txt"))
@@ -84,12 +85,14 @@ class Settings:
     max_steps: int | None = None
     # flax continuation and conversion
     flax_steps: int = 6
+    # RoFormer-V2 (rms_norm, no biases, relu): a classifier trained from scratch in PyTorch
+    v2_steps: int = 300
     #: the backend that trains (``run`` trains with Keras)
     backend: str = "keras"
 
     def __post_init__(self):
         for name in ("news_sentences", "vocab_size", "max_length", "layers", "hidden", "heads", "intermediate",
-                     "epochs", "batch_size"):
+                     "epochs", "batch_size", "v2_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
@@ -120,6 +123,15 @@ class Settings:
                               max_position_embeddings=max(512, self.max_length), num_labels=len(LABELS),
                               id2label=dict(enumerate(LABELS)), label2id={n: i for i, n in enumerate(LABELS)})
 
+    def v2_config(self, vocab_size: int) -> RoFormerConfig:
+        """The same sizes as :meth:`model_config`, as RoFormer-V2: RMS norm, no biases, relu.
+
+        Example:
+            >>> Settings().v2_config(vocab_size=100).norm_type
+            'rms_norm'
+        """
+        return self.model_config(vocab_size).replace(norm_type="rms_norm", use_bias=False, hidden_act="relu")
+
     def to_dict(self) -> dict:
         """A JSON-ready dict of every setting."""
         return asdict(self)
@@ -127,6 +139,6 @@ class Settings:
 
 #: ``--tiny``: the whole pipeline in about a minute (the test runs this on a few hundred reviews)
 TINY = dict(max_examples=400, news_sentences=300, vocab_size=1500, max_length=32, layers=1, hidden=32, heads=2,
-            intermediate=64, epochs=1, batch_size=16, mlm_steps=4, max_steps=12, flax_steps=2)
+            intermediate=64, epochs=1, batch_size=16, mlm_steps=4, max_steps=12, flax_steps=2, v2_steps=6)
 
 SETTING_NAMES = tuple(f.name for f in fields(Settings))

@@ -473,6 +473,8 @@ def make_train_step(model: RoFormerPreTrainedModel, mode: str = "jit", mesh: Mes
     gradient all-reduce; ``pmap`` runs :func:`train_step` per local device with ``lax.psum``.
     Both compute exactly the single-device step on the whole batch (dropout aside).
 
+    On CPU the ``jit`` step is compiled with XLA's memory-optimised scheduler (:func:`cpu_memory_options`).
+
     Example: see the module docstring.
     """
     step = functools.partial(train_step, head=model.head, config=model.config)
@@ -488,6 +490,31 @@ def make_train_step(model: RoFormerPreTrainedModel, mode: str = "jit", mesh: Mes
         raise InputError(f"the mesh has axes {mesh.axis_names}, not the data axis {axis_name!r}")
     replicated = NamedSharding(mesh, PartitionSpec())
     data = NamedSharding(mesh, PartitionSpec(axis_name))
+    options = cpu_memory_options() if all(d.platform == "cpu" for d in mesh.devices.flat) else {}
     fn = jax.jit(step, in_shardings=(replicated, data, replicated), out_shardings=(replicated, replicated),
-                 donate_argnums=(0,))
+                 donate_argnums=(0,), compiler_options=options or None)
     return DataParallelStep("jit", fn, mesh, axis_name, model.head, model.config)
+
+
+#: XLA:CPU's default scheduler orders work for concurrency and runs a rematerialised layer's forward
+#: as soon as its inputs exist, long before the backward needs it: activation recomputation then
+#: saves no memory at all (and a plain step holds more than it needs). The memory-optimised one
+#: keeps both small at the same speed (4-layer 256-hidden step, batch 16 x 512: 1.8 GB of
+#: temporaries -> 1.2 GB, and 0.6 GB with gradient checkpointing).
+_CPU_MEMORY_OPTIONS = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_memory_options() -> dict:
+    """The XLA compiler options of a CPU training step (the memory-optimised scheduler), or ``{}``
+    when this jaxlib does not know them.
+
+    Example:
+        >>> sorted(cpu_memory_options()) in ([], ["xla_cpu_scheduler_type"])
+        True
+    """
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_CPU_MEMORY_OPTIONS).lower(np.float32(0)).compile()
+    except Exception:  # an older or newer jaxlib without the option: its default scheduler
+        return {}
+    return dict(_CPU_MEMORY_OPTIONS)
