@@ -44,7 +44,7 @@ import tensorflow as tf
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.heads import ARRAY_ARGUMENTS, HEAD_TABLE
-from roformer_core.inputs import ArrayFacts, validate_inputs
+from roformer_core.inputs import MASKED_INPUTS, ArrayFacts, check_masked_inputs, validate_inputs
 from roformer_core.io import atomic_dir
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, ModelOutput,
                                    QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput)
@@ -442,7 +442,6 @@ def _checked_stream(data, check, failures: list):
 
 
 #: the masked-LM training inputs (``roformer_core.MaskedLMCollator``): gathered positions, their labels, weights
-MASKED_INPUTS = ("masked_positions", "masked_labels", "masked_weights")
 
 
 def _masked(x) -> bool:
@@ -450,40 +449,13 @@ def _masked(x) -> bool:
 
 
 def _check_masked_inputs(config: RoFormerConfig, arguments: dict) -> None:
-    """The masked-LM training inputs of a call, checked as PyTorch and Flax check them
-    (``check_masked_inputs`` of their modeling files, with the same messages): values where
-    they are concrete, shapes where they are known."""
+    """The masked-LM training inputs of a call (``roformer_core.inputs.check_masked_inputs``)."""
     facts = {k: _facts("labels" if k == "masked_labels" else k, arguments[k])  # -100 dropped, as for labels
              for k in MASKED_INPUTS if arguments.get(k) is not None}
-    positions, labels, weights = (facts.get(k) for k in MASKED_INPUTS)
-    if positions is None:
-        if labels is not None or weights is not None:
-            raise InputError("masked_labels and masked_weights need masked_positions (the positions they label)")
-        return
-    if arguments.get("prediction_mask") is not None:
-        raise InputError("give prediction_mask or masked_positions, not both")
-    if arguments.get("labels") is not None and labels is None:
-        raise InputError("with masked_positions give the labels per position as masked_labels ([batch, P], "
-                         "-100 at padding), not labels")
-    if not positions.integer:
-        raise InputError("masked_positions must hold integers (an integer array)")
     first = arguments.get("input_ids")
-    batch, seq = _static_shape(first if first is not None else arguments["inputs_embeds"])[:2]
-    if len(positions.shape) != 2 or None not in (batch, positions.shape[0]) and positions.shape[0] != batch:
-        raise InputError(f"masked_positions must be [batch, P] with batch {batch}, got shape {tuple(positions.shape)}")
-    for name, other in (("masked_labels", labels), ("masked_weights", weights)):
-        if other is not None and None not in tuple(other.shape) + tuple(positions.shape) \
-                and tuple(other.shape) != tuple(positions.shape):
-            raise InputError(f"{name} has shape {tuple(other.shape)}; masked_positions has {tuple(positions.shape)}")
-    if labels is not None and not labels.integer:
-        raise InputError("masked_labels must hold integers (an integer array)")
-    if positions.low is not None and seq is not None and (positions.low < 0 or positions.high >= seq):
-        bad = positions.low if positions.low < 0 else positions.high
-        raise InputError(f"masked_positions holds {bad}, outside [0, {seq}) (the sequence length)")
-    if labels is not None and labels.low is not None and (labels.low < 0 or labels.high >= config.vocab_size):
-        bad = labels.low if labels.low < 0 else labels.high
-        raise InputError(f"masked_labels holds {bad}, outside [0, {config.vocab_size}) (vocab_size = "
-                         f"{config.vocab_size}); -100 marks padding")
+    shape = _static_shape(first if first is not None else arguments["inputs_embeds"])[:2] if facts else (None, None)
+    check_masked_inputs(config, facts, tuple(shape), arguments.get("labels") is not None,
+                        arguments.get("prediction_mask") is not None)
 
 
 def _facts(name: str, x) -> ArrayFacts:

@@ -25,7 +25,7 @@ from roformer_core.config import RoFormerConfig
 from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
 from roformer_core.heads import problem_type
-from roformer_core.inputs import LABEL_INPUTS, ArrayFacts, validate_inputs
+from roformer_core.inputs import LABEL_INPUTS, MASKED_INPUTS, ArrayFacts, check_masked_inputs, validate_inputs
 from roformer_torch.adapter import LIFECYCLE
 from roformer_core.outputs import (BaseModelOutput, CausalLMOutput, MaskedLMOutput, QuestionAnsweringModelOutput,
                                    SequenceClassifierOutput, TokenClassifierOutput)
@@ -629,51 +629,6 @@ class RoFormerPreTrainedModel(nn.Module):
 #: the arguments whose values are checked: ids, masks, token types, labels
 _CHECKED = frozenset(("input_ids", "attention_mask", "token_type_ids", "prediction_mask") + LABEL_INPUTS)
 #: the masked LM's fixed-shape inputs: positions to predict [batch, P], their labels and weights
-MASKED_INPUTS = ("masked_positions", "masked_labels", "masked_weights")
-
-
-def check_masked_inputs(config: RoFormerConfig, facts: dict, input_shape: tuple, labels_given: bool = False,
-                        prediction_mask_given: bool = False) -> None:
-    """One clear :class:`InputError` for bad ``masked_positions`` / ``masked_labels`` / ``masked_weights``
-    (``facts``: :class:`ArrayFacts`, the labels' without -100) for inputs of ``input_shape`` [batch, seq].
-
-    Example:
-        >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_attention_heads=4)
-        >>> check_masked_inputs(cfg, {"masked_positions": ArrayFacts.of(np.array([[1, 9]]))}, (1, 8))
-        Traceback (most recent call last):
-        ...
-        roformer_core.errors.InputError: masked_positions holds 9, outside [0, 8) (the sequence length)
-    """
-    positions, labels, weights = (facts.get(k) for k in MASKED_INPUTS)
-    if positions is None:
-        if labels is not None or weights is not None:
-            raise InputError("masked_labels and masked_weights need masked_positions (the positions they label)")
-        return
-    if prediction_mask_given:
-        raise InputError("give prediction_mask or masked_positions, not both")
-    if labels_given and labels is None:
-        raise InputError("with masked_positions give the labels per position as masked_labels ([batch, P], "
-                         "-100 at padding), not labels")
-    if not positions.integer:
-        raise InputError("masked_positions must hold integers (an integer array)")
-    batch, seq = input_shape
-    if len(positions.shape) != 2 or None not in (batch, positions.shape[0]) and positions.shape[0] != batch:
-        raise InputError(f"masked_positions must be [batch, P] with batch {batch}, got shape {tuple(positions.shape)}")
-    for name, other in (("masked_labels", labels), ("masked_weights", weights)):
-        if other is not None and None not in tuple(other.shape) + tuple(positions.shape) \
-                and tuple(other.shape) != tuple(positions.shape):
-            raise InputError(f"{name} has shape {tuple(other.shape)}; masked_positions has {tuple(positions.shape)}")
-    if labels is not None and not labels.integer:
-        raise InputError("masked_labels must hold integers (an integer array)")
-    if positions.low is not None and seq is not None and (positions.low < 0 or positions.high >= seq):
-        bad = positions.low if positions.low < 0 else positions.high
-        raise InputError(f"masked_positions holds {bad}, outside [0, {seq}) (the sequence length)")
-    if labels is not None and labels.low is not None and (labels.low < 0 or labels.high >= config.vocab_size):
-        bad = labels.low if labels.low < 0 else labels.high
-        raise InputError(f"masked_labels holds {bad}, outside [0, {config.vocab_size}) (vocab_size = "
-                         f"{config.vocab_size}); -100 marks padding")
-
-
 @functools.lru_cache(maxsize=None)
 def _signature(cls) -> inspect.Signature:
     return inspect.signature(cls.forward)
@@ -822,7 +777,7 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
         (torch.Size([1, 4, 100]), torch.Size([1, 100]))
         >>> out = model(ids, masked_positions=torch.tensor([[2, 0]]), masked_labels=torch.tensor([[7, -100]]))
         >>> full = model(ids, labels=torch.tensor([[-100, -100, 7, -100]]))
-        >>> out.logits.shape, abs(float(out.loss - full.loss)) < 1e-6
+        >>> out.logits.shape, bool(torch.allclose(out.loss, full.loss, atol=1e-6))
         (torch.Size([1, 2, 100]), True)
     """
 
