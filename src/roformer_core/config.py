@@ -346,3 +346,16 @@ class RoFormerConfig:
         if "num_labels" in changes and "id2label" not in changes:
             data["id2label"] = data["label2id"] = None
         return RoFormerConfig.from_dict(data)
+
+
+def with_pooler(config: RoFormerConfig, add_pooling_layer: bool | None) -> RoFormerConfig:
+    """``config`` with ``add_pooling_layer`` set when it is given and differs (a copy: the caller's stays as it is).
+
+    Example:
+        >>> cfg = RoFormerConfig(hidden_size=8, num_attention_heads=2)
+        >>> with_pooler(cfg, None) is cfg, with_pooler(cfg, True).add_pooling_layer, cfg.add_pooling_layer
+        (True, True, False)
+    """
+    if add_pooling_layer is None or add_pooling_layer == config.add_pooling_layer:
+        return config
+    return config.replace(add_pooling_layer=bool(add_pooling_layer))

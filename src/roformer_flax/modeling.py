@@ -33,7 +33,7 @@ from flax import serialization
 from flax.traverse_util import flatten_dict, unflatten_dict
 from jax import lax
 
-from roformer_core.config import RoFormerConfig
+from roformer_core.config import RoFormerConfig, with_pooler
 from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
 from roformer_core.heads import problem_type as _problem_type
@@ -782,19 +782,6 @@ def _as_array(x):
     if x is None or isinstance(x, (jax.Array, tuple, dict)):
         return x
     return jnp.asarray(x)
-
-
-def with_pooler(config: RoFormerConfig, add_pooling_layer: bool | None) -> RoFormerConfig:
-    """``config`` with ``add_pooling_layer`` set when it is given and differs (a copy: the caller's stays as it is).
-
-    Example:
-        >>> cfg = RoFormerConfig(hidden_size=8, num_attention_heads=2)
-        >>> with_pooler(cfg, None) is cfg, with_pooler(cfg, True).add_pooling_layer, cfg.add_pooling_layer
-        (True, True, False)
-    """
-    if add_pooling_layer is None or add_pooling_layer == config.add_pooling_layer:
-        return config
-    return config.replace(add_pooling_layer=bool(add_pooling_layer))
 
 
 def _concrete(x) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from roformer_core.checkpoint import to_canonical_name
-from roformer_core.config import RoFormerConfig
+from roformer_core.config import RoFormerConfig, with_pooler
 from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
 from roformer_core.heads import HEAD_TABLE, problem_type
@@ -738,19 +738,6 @@ class RoFormerPreTrainedModel(KerasModelAPI, keras.Model):
         if kind is None:
             raise InputError(f"{type(self).__name__} has no loss of its own: give compile() a loss")
         return LOSSES[kind](self.config, prediction, labels)
-
-
-def with_pooler(config: RoFormerConfig, add_pooling_layer: Optional[bool]) -> RoFormerConfig:
-    """``config`` with ``add_pooling_layer`` set when it is given and differs (a copy: the caller's stays as it is).
-
-    Example:
-        >>> cfg = RoFormerConfig(hidden_size=8, num_attention_heads=2)
-        >>> with_pooler(cfg, None) is cfg, with_pooler(cfg, True).add_pooling_layer, cfg.add_pooling_layer
-        (True, True, False)
-    """
-    if add_pooling_layer is None or add_pooling_layer == config.add_pooling_layer:
-        return config
-    return config.replace(add_pooling_layer=bool(add_pooling_layer))
 
 
 def _extended_mask(attention_mask, input_shape, past_length, is_decoder, dtype, unilm_types=None):

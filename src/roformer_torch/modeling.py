@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from torch import nn
 
-from roformer_core.config import RoFormerConfig
+from roformer_core.config import RoFormerConfig, with_pooler
 from roformer_core.errors import InputError
 from roformer_core.generation import generate as generate_loop
 from roformer_core.heads import problem_type
@@ -639,19 +639,6 @@ def _bind(cls, args, kwargs) -> dict:
         return _signature(cls).bind(None, *args, **kwargs).arguments
     except TypeError as e:  # an unknown or doubled argument: say which, in one line
         raise InputError(f"{cls.__name__}: {e}") from None
-
-
-def with_pooler(config: RoFormerConfig, add_pooling_layer: Optional[bool]) -> RoFormerConfig:
-    """``config`` with ``add_pooling_layer`` set when it is given and differs (a copy: the caller's stays as it is).
-
-    Example:
-        >>> cfg = RoFormerConfig(hidden_size=8, num_attention_heads=2)
-        >>> with_pooler(cfg, None) is cfg, with_pooler(cfg, True).add_pooling_layer, cfg.add_pooling_layer
-        (True, True, False)
-    """
-    if add_pooling_layer is None or add_pooling_layer == config.add_pooling_layer:
-        return config
-    return config.replace(add_pooling_layer=bool(add_pooling_layer))
 
 
 def _facts(name: str, x: torch.Tensor) -> ArrayFacts:
