@@ -64,7 +64,9 @@ C = json.loads(sys.argv[1])
 B = dict(np.load(sys.argv[2]))
 
 def serve(run, warmup):
-    """Warm up, say so, then run the steps the parent asks for and report their times."""
+    """Warm up, say so, then run the steps the parent asks for and report their times. ``run(n)``
+    may return the seconds of the n steps themselves (Keras: timed by a callback, so that fit's
+    own set-up and tear-down, paid once per epoch in real training, stay out)."""
     start = time.perf_counter()
     run(warmup)
     print(json.dumps({"ready": True, "warmup_s": time.perf_counter() - start}), flush=True)
@@ -73,9 +75,9 @@ def serve(run, warmup):
         if n == 0:
             break
         wall, cpu = time.perf_counter(), time.process_time()
-        run(n)
-        print(json.dumps({"seconds": (time.perf_counter() - wall) / n, "cpu": (time.process_time() - cpu) / n}),
-              flush=True)
+        measured = run(n)
+        wall = time.perf_counter() - wall if measured is None else measured
+        print(json.dumps({"seconds": wall / n, "cpu": (time.process_time() - cpu) / n}), flush=True)
 '''
 
 REF_TORCH_MLM = r'''
@@ -164,8 +166,16 @@ model = transformers.TFRoFormerForMaskedLM(transformers.RoFormerConfig(**C))
 model.compile(optimizer=tf_keras.optimizers.AdamW(1e-4), jit_compile=JIT)   # no loss: the model's own
 features = {k: B[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
 data = tf.data.Dataset.from_tensors(features).repeat().prefetch(2)
+class StepTimer(tf_keras.callbacks.Callback):   # numpy logs: each batch ends when its step is done
+    def on_train_batch_begin(self, batch, logs=None):
+        self.start = time.perf_counter()
+    def on_train_batch_end(self, batch, logs=None):
+        self.total += time.perf_counter() - self.start
+timer = StepTimer()
 def run(n):
-    model.fit(data, epochs=1, steps_per_epoch=n, verbose=0)
+    timer.total = 0.0
+    model.fit(data, epochs=1, steps_per_epoch=n, verbose=0, callbacks=[timer])
+    return timer.total
 serve(run, WARMUP)
 '''
 
@@ -247,8 +257,16 @@ model = transformers.TFRoFormerForSequenceClassification(transformers.RoFormerCo
 model.compile(optimizer=tf_keras.optimizers.AdamW(1e-5), jit_compile=JIT)
 features = {k: B[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
 data = tf.data.Dataset.from_tensors(features).repeat().prefetch(2)
+class StepTimer(tf_keras.callbacks.Callback):   # numpy logs: each batch ends when its step is done
+    def on_train_batch_begin(self, batch, logs=None):
+        self.start = time.perf_counter()
+    def on_train_batch_end(self, batch, logs=None):
+        self.total += time.perf_counter() - self.start
+timer = StepTimer()
 def run(n):
-    model.fit(data, epochs=1, steps_per_epoch=n, verbose=0)
+    timer.total = 0.0
+    model.fit(data, epochs=1, steps_per_epoch=n, verbose=0, callbacks=[timer])
+    return timer.total
 serve(run, WARMUP)
 '''
 
@@ -311,9 +329,10 @@ measure(run)
 '''
 
 #: The Keras part of issue 13 plugs its runners in here: section -> {runner name: script (project venv)}.
-#: An "mlm"/"cls" script ends with ``serve(run, WARMUP)``; a "memory" one with ``measure(run)`` and may
-#: read ``REMAT``. Names containing "fit, XLA" are compared with the reference fit with XLA, others
-#: with the reference fit without it.
+#: An "mlm"/"cls" script ends with ``serve(run, WARMUP)`` (time ``fit`` steps with a batch callback and
+#: return their seconds from ``run``, like the reference Keras scripts); a "memory" one with
+#: ``measure(run)`` and may read ``REMAT``. Names containing "fit, XLA" are compared with the reference
+#: fit with XLA, others with the reference fit without it.
 OURS_KERAS: dict[str, dict[str, str]] = {"mlm": {}, "cls": {}, "memory": {}}
 
 
@@ -343,8 +362,10 @@ class Runner:
     def __init__(self, name: str, python: str, script: str, config: dict, batch_file: str, **constants):
         self.name = name
         header = "".join(f"{k} = {v!r}\n" for k, v in constants.items())
-        env = dict(os.environ, PYTHONPATH=SRC, TF_CPP_MIN_LOG_LEVEL="3", TF_ENABLE_ONEDNN_OPTS="0",
-                   TRANSFORMERS_VERBOSITY="error", PYTHONWARNINGS="ignore")
+        # TensorFlow with its defaults (oneDNN on), as users run it
+        env = dict(os.environ, PYTHONPATH=SRC, TF_CPP_MIN_LOG_LEVEL="3", TRANSFORMERS_VERBOSITY="error",
+                   PYTHONWARNINGS="ignore")
+        env.pop("TF_ENABLE_ONEDNN_OPTS", None)
         self.proc = subprocess.Popen([python, "-c", PRELUDE + MEMORY_PRELUDE + header + script, json.dumps(config),
                                       batch_file], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)

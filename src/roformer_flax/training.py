@@ -51,9 +51,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from roformer_core.config import RoFormerConfig
 from roformer_core.errors import DistributedError, InputError
 from roformer_core.heads import HEAD_TABLE
-from roformer_core.inputs import ArrayFacts, validate_inputs
-from roformer_flax.modeling import (LOSS_TERMS, MASKED_INPUTS, RoFormerPreTrainedModel, check_masked_inputs,
-                                    mean_of_terms)
+from roformer_core.inputs import MASKED_INPUTS, ArrayFacts, check_masked_inputs, validate_inputs
+from roformer_flax.modeling import LOSS_TERMS, RoFormerPreTrainedModel, mean_of_terms
 
 #: The batch keys that hold each head's targets (everything else goes to the model).
 LABEL_KEYS = {name: head.label_keys for name, head in HEAD_TABLE.items() if head.loss is not None}
