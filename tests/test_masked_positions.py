@@ -22,7 +22,7 @@ from roformer_core.backends import get_backend
 from roformer_core.collator import MaskedLMCollator
 from roformer_core.errors import InputError
 
-BACKENDS = ("torch", "flax")
+BACKENDS = ("torch", "flax", "keras")
 VARIANTS = ("default", "embedding_size")
 
 
@@ -34,6 +34,11 @@ def backend(request):
 
         with jax.default_matmul_precision("highest"):
             yield get_backend("flax")
+    elif request.param == "keras":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        yield get_backend("keras")
     else:
         yield get_backend(request.param)
 
@@ -78,8 +83,17 @@ def _flax_gradients(model, feed):
     return {"/".join(k): np.asarray(v) for k, v in flatten_dict(grads).items()}
 
 
+def _keras_gradients(model, feed):
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        loss = model(**feed, training=True).loss
+    grads = tape.gradient(loss, model.trainable_weights)
+    return {w.path: tf.convert_to_tensor(g).numpy() for w, g in zip(model.trainable_weights, grads) if g is not None}
+
+
 #: backend name -> (model, numpy feed with labels) -> {parameter name: gradient of the loss}
-GRADIENTS = {"torch": _torch_gradients, "flax": _flax_gradients}
+GRADIENTS = {"torch": _torch_gradients, "flax": _flax_gradients, "keras": _keras_gradients}
 
 
 def _log_softmax(x):

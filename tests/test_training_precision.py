@@ -66,8 +66,28 @@ def _flax_losses(config, batch, bf16: bool) -> list[float]:
     return losses
 
 
+def _keras_losses(config, batch, bf16: bool) -> list[float]:
+    import keras
+    import tensorflow as tf
+
+    from roformer_tf import RoFormerForMaskedLM
+
+    keras.utils.set_random_seed(0)  # the same weights and dropout seeds in both runs
+    model = RoFormerForMaskedLM(config, dtype="mixed_bfloat16" if bf16 else "float32")
+    model.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE))
+    feed = {k: v for k, v in batch.items() if k != "labels"}
+    out = model(**feed)
+    assert out.loss.dtype == tf.float32 and (out.logits.dtype == tf.bfloat16) == bf16
+    losses = []
+    for _ in range(STEPS):
+        model.reset_metrics()  # the logged loss is a running mean: this step's alone
+        losses.append(float(model.train_on_batch(feed, return_dict=True)["loss"]))
+    assert all(w.dtype == "float32" for w in model.weights)  # the master weights
+    return losses
+
+
 #: backend -> (config, numpy masked batch, bf16) -> the 20 training losses
-TRAINERS = {"torch": _torch_losses, "flax": _flax_losses}
+TRAINERS = {"torch": _torch_losses, "flax": _flax_losses, "keras": _keras_losses}
 
 
 @pytest.mark.parametrize("backend", list(TRAINERS))
@@ -114,8 +134,23 @@ def _flax_gradients(config, batch, checkpointing: bool) -> dict:
     return {"/".join(k): np.asarray(v) for k, v in flatten_dict(jax.jit(jax.grad(loss))(model.params)).items()}
 
 
+def _keras_gradients(config, batch, checkpointing: bool) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from roformer_tf import RoFormerForMaskedLM
+
+    keras.utils.set_random_seed(0)  # the same weights and dropout seeds in both runs
+    model = RoFormerForMaskedLM(config, gradient_checkpointing=checkpointing)
+    assert model.is_gradient_checkpointing == checkpointing
+    with tf.GradientTape() as tape:
+        loss = model(**batch, training=True).loss
+    grads = tape.gradient(loss, model.trainable_weights)
+    return {w.path.split("/", 1)[1]: tf.convert_to_tensor(g).numpy() for w, g in zip(model.trainable_weights, grads)}
+
+
 #: backend -> (config, numpy batch with labels, checkpointing) -> {parameter: gradient}
-GRADIENTS = {"torch": _torch_gradients, "flax": _flax_gradients}
+GRADIENTS = {"torch": _torch_gradients, "flax": _flax_gradients, "keras": _keras_gradients}
 
 
 @pytest.mark.parametrize("backend, form", [(name, "masked") for name in GRADIENTS] + [("torch", "labels")])
