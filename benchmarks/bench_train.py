@@ -398,9 +398,14 @@ class Runner:
                 self.proc.wait()
 
 
+#: runner name -> CPU seconds per step, per round (filled by :func:`race`)
+CPU_TIMES: dict[str, list[float]] = {}
+
+
 def race(group: str, specs: list[tuple], rounds: int, steps: int, config: dict, batch_file: str) -> dict:
     """Start the runners of one framework (one after another, so warm-ups do not overlap), then
-    alternate them for ``rounds`` rounds of ``steps`` steps; {name: [seconds per step per round]}."""
+    alternate them for ``rounds`` rounds of ``steps`` steps; {name: [seconds per step per round]}
+    (and in ``CPU_TIMES``, the process CPU seconds per step: all threads, spinning included)."""
     times, runners = {}, []
     try:
         for name, python, script, constants in specs:
@@ -410,7 +415,9 @@ def race(group: str, specs: list[tuple], rounds: int, steps: int, config: dict, 
             print(f"  [{group}] {name}: ready (warm-up {runner.warmup_s:.1f} s)", flush=True)
         for r in range(rounds):
             for runner in runners:
-                times.setdefault(runner.name, []).append(runner.step(steps)["seconds"])
+                reply = runner.step(steps)
+                times.setdefault(runner.name, []).append(reply["seconds"])
+                CPU_TIMES.setdefault(runner.name, []).append(reply["cpu"])
             print(f"  [{group}] round {r + 1}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
                   flush=True)
     finally:
@@ -423,18 +430,22 @@ def report(title: str, times: dict, baselines: dict) -> list[dict]:
     """Print median and best seconds per step and the speed against each runner's baseline."""
     rows = []
     print(f"\n{title}")
-    print(f"{'runner':44s} {'median s':>9s} {'best s':>8s} {'speed x (median)':>17s} {'speed x (best)':>15s}")
+    print(f"{'runner':44s} {'median s':>9s} {'best s':>8s} {'speed x (median)':>17s} {'speed x (best)':>15s}"
+          f" {'CPU s (median)':>15s}")
     for name, values in times.items():
         base = baselines.get(name)
         median, best = statistics.median(values), min(values)
         row = {"runner": name, "median_s": median, "best_s": best, "rounds": values}
+        if name in CPU_TIMES:
+            row["cpu_rounds"] = CPU_TIMES[name]
         if base is not None and base in times:
             row["speed_median"] = statistics.median(times[base]) / median
             row["speed_best"] = min(times[base]) / best
             row["baseline"] = base
         speed = (f"{row['speed_median']:17.2f} {row['speed_best']:15.2f}" if "speed_median" in row
-                 else f"{'(reference)':>17s}")
-        print(f"{name:44s} {median:9.2f} {best:8.2f} {speed}")
+                 else f"{'(reference)':>17s} {'':>15s}")
+        cpu = f" {statistics.median(CPU_TIMES[name]):15.2f}" if name in CPU_TIMES else ""
+        print(f"{name:44s} {median:9.2f} {best:8.2f} {speed}{cpu}")
         rows.append(row)
     return rows
 
