@@ -8,8 +8,9 @@ Sections (``--only`` picks some; all by default):
          step (``roformer_core.collator.MaskedLMCollator``: 15%, 80/10/10, P = 24). The reference is
          transformers 4.57.6 in the oracle venv (PyTorch; TF Keras ``fit`` with and without XLA; a
          jitted Flax step with optax.adamw and the run_mlm_flax loss) on the full-sequence ``labels``;
-         ours: PyTorch and Flax with ``masked_positions`` in float32 and bfloat16 (PyTorch: autocast over
-         float32 weights; Flax: ``dtype=bfloat16``, float32 params), and on full ``labels``.
+         ours: each backend with ``masked_positions`` in float32 and bfloat16 (PyTorch: autocast over
+         float32 weights; Flax: ``dtype=bfloat16``, float32 params; Keras: ``mixed_bfloat16``), and on
+         full ``labels``.
 ``cls``  A sequence-classification step of a base-size encoder (12 layers, 768 hidden, 12 heads,
          intermediate 3072, vocabulary 50,000, 2 labels, dropout 0), batch 16 x 128, AdamW: ours
          against the reference in each framework (no vocabulary projection: the encoder alone).
@@ -24,9 +25,8 @@ Every runner is a subprocess (the reference ones in the oracle venv), set up and
 burst of load from other jobs hits them alike; the median and best seconds per step print, with the
 ratios to the reference of the same framework (``speed x`` = reference time / our time).
 
-Keras (ours): a hook. Add entries to :data:`OURS_KERAS` (section -> {runner name: script}); a script
-is Python run in the project venv with the prelude of this file (``C``: the config dict, ``B``: the
-batch arrays, ``serve(run)``: the protocol) and is compared with the reference Keras runners.
+Ours in Keras: ``fit`` with and without XLA (``jit_compile``), ``masked_positions`` in float32 and
+``mixed_bfloat16``, and full ``labels``; compared with the reference ``fit`` of the same compilation.
 
 Usage:
     PYTHONPATH=src .venv/bin/python benchmarks/bench_train.py [--only mlm cls memory onnx] [--rounds 3]
@@ -328,12 +328,60 @@ def run(n):
 measure(run)
 '''
 
-#: The Keras part of issue 13 plugs its runners in here: section -> {runner name: script (project venv)}.
-#: An "mlm"/"cls" script ends with ``serve(run, WARMUP)`` (time ``fit`` steps with a batch callback and
-#: return their seconds from ``run``, like the reference Keras scripts); a "memory" one with
-#: ``measure(run)`` and may read ``REMAT``. Names containing "fit, XLA" are compared with the reference
-#: fit with XLA, others with the reference fit without it.
-OURS_KERAS: dict[str, dict[str, str]] = {"mlm": {}, "cls": {}, "memory": {}}
+# Ours in Keras: ``fit`` as users run it (our fit checks every batch on the host on its way in),
+# timed per batch like the reference; MODE "bf16" is the ``mixed_bfloat16`` policy (float32 weights).
+OURS_KERAS_FIT = r'''
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras, tensorflow as tf
+from roformer_core import RoFormerConfig
+from roformer_tf import MODEL_CLASSES
+keras.utils.set_random_seed(0)
+model = MODEL_CLASSES[HEAD](RoFormerConfig(**C), dtype="mixed_bfloat16" if MODE == "bf16" else "float32")
+model.compile(optimizer=keras.optimizers.AdamW(LR), jit_compile=JIT)   # no loss: the model's own
+keys = ("masked_positions", "masked_labels", "masked_weights") if MODE in ("fp32", "bf16") else ("labels",)
+features = {k: B[k] for k in ("input_ids", "attention_mask", "token_type_ids") + keys}
+data = tf.data.Dataset.from_tensors(features).repeat().prefetch(2)
+class StepTimer(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        self.start = time.perf_counter()
+    def on_train_batch_end(self, batch, logs=None):
+        float(logs["loss"])   # the step is done when its loss is
+        self.total += time.perf_counter() - self.start
+timer = StepTimer()
+def run(n):
+    timer.total = 0.0
+    model.fit(data, epochs=1, steps_per_epoch=n, verbose=0, callbacks=[timer])
+    return timer.total
+'''
+
+OURS_KERAS_MEMORY = r'''
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras, tensorflow as tf
+from roformer_core import RoFormerConfig
+from roformer_tf import RoFormerForMaskedLM
+keras.utils.set_random_seed(0)
+model = RoFormerForMaskedLM(RoFormerConfig(**C), gradient_checkpointing=REMAT)
+model.compile(optimizer=keras.optimizers.AdamW(1e-4), jit_compile=False)   # Keras' default on CPU
+feed = {k: B[k] for k in ("input_ids", "attention_mask", "token_type_ids", "masked_positions", "masked_labels",
+                          "masked_weights")}
+def run(n):
+    for _ in range(n):
+        model.train_on_batch(feed)
+measure(run)
+'''
+
+#: Our Keras runners: section -> {runner name: script}. Names containing "fit, XLA" are compared with
+#: the reference fit with XLA, the others with the reference fit without it.
+OURS_KERAS: dict[str, dict[str, str]] = {
+    "mlm": {f"ours keras fit, {xla}, {mode}": f"HEAD, LR, JIT, MODE = 'masked_lm', 1e-4, {xla == 'XLA'}, "
+            f"{mode.split()[0]!r}\n" + OURS_KERAS_FIT + "serve(run, WARMUP)\n"
+            for xla, mode in (("no XLA", "fp32 (masked_positions)"), ("no XLA", "bf16 (masked_positions)"),
+                              ("no XLA", "labels (fp32)"), ("XLA", "fp32 (masked_positions)"),
+                              ("XLA", "bf16 (masked_positions)"), ("XLA", "labels (fp32)"))},
+    "cls": {f"ours keras fit, {xla}": f"HEAD, LR, JIT, MODE = 'sequence_classification', 1e-5, {xla == 'XLA'}, "
+            "'cls'\n" + OURS_KERAS_FIT + "serve(run, WARMUP)\n" for xla in ("no XLA", "XLA")},
+    "memory": {"ours keras": OURS_KERAS_MEMORY},
+}
 
 
 # -- the parent: batches, processes, rounds ----------------------------------------------------------------
@@ -430,7 +478,7 @@ def report(title: str, times: dict, baselines: dict) -> list[dict]:
     """Print median and best seconds per step and the speed against each runner's baseline."""
     rows = []
     print(f"\n{title}")
-    print(f"{'runner':44s} {'median s':>9s} {'best s':>8s} {'speed x (median)':>17s} {'speed x (best)':>15s}"
+    print(f"{'runner':52s} {'median s':>9s} {'best s':>8s} {'speed x (median)':>17s} {'speed x (best)':>15s}"
           f" {'CPU s (median)':>15s}")
     for name, values in times.items():
         base = baselines.get(name)
@@ -445,7 +493,7 @@ def report(title: str, times: dict, baselines: dict) -> list[dict]:
         speed = (f"{row['speed_median']:17.2f} {row['speed_best']:15.2f}" if "speed_median" in row
                  else f"{'(reference)':>17s} {'':>15s}")
         cpu = f" {statistics.median(CPU_TIMES[name]):15.2f}" if name in CPU_TIMES else ""
-        print(f"{name:44s} {median:9.2f} {best:8.2f} {speed}{cpu}")
+        print(f"{name:52s} {median:9.2f} {best:8.2f} {speed}{cpu}")
         rows.append(row)
     return rows
 
@@ -478,8 +526,6 @@ def section_training(kind: str, args, tmp: str) -> list[dict]:
     groups["keras"] = [("reference keras fit, no XLA", ref, ref_keras, dict(warmup, JIT=False)),
                        ("reference keras fit, XLA", ref, ref_keras, dict(warmup, JIT=True))]
     groups["keras"] += [(name, ours, script, warmup) for name, script in OURS_KERAS[kind].items()]
-    if not OURS_KERAS[kind]:
-        print(f"  [keras] ours: no runner in OURS_KERAS[{kind!r}] yet (the Keras part of issue 13 adds it)")
     times = {}
     for group, specs in groups.items():
         if args.frameworks and group not in args.frameworks:

@@ -219,3 +219,69 @@ def test_torch_a_dead_process_stops_the_other_then_the_run_resumes(tmp_path, tor
     out, _ = torch_runs  # the one-process run of the same 3 steps
     assert _max_diff(_load(tmp_path / "resumed-0.npz"), _load(out / "single.npz"), "sequence_classification") \
         <= 1e-5
+
+
+def test_keras_a_dead_worker_stops_the_other_then_the_run_resumes(tmp_path, keras_runs):
+    """Worker 1 is killed after step 2 of 3: worker 0 stops with one DistributedError line once TensorFlow's
+    coordination service misses worker 1's heartbeats (10 s), with no timeout of ours; both started again
+    resume from the last backup and end bit for bit where the uninterrupted 2-worker run ended."""
+    head = "sequence_classification"
+    common = ["--heads", head, "--steps", "3", "--backup", tmp_path / "backup"]
+    hosts = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    workers = [Run("keras_worker.py", [*common, "--hosts", hosts, "--index", str(i), "--pace", "0.5"])
+               for i in range(2)]
+    try:
+        # the chief backs step 2 up before it says "step 2"; worker 1 dies in its pause after step 2
+        workers[1].wait_for(lambda e: e.get("event") == "step" and e["step"] >= 2, timeout=300)
+        workers[1].kill()
+        killed = time.monotonic()
+        code = workers[0].wait(timeout=60)
+        stopped = time.monotonic() - killed
+    finally:
+        for w in workers:
+            w.kill()
+    assert code == 1 and stopped < 45, (code, stopped)
+    assert not workers[0].of("done")
+    said = "".join(workers[0].errors)
+    line = next((l for l in workers[0].errors if l.startswith("keras_worker: error:")), "")
+    assert line.startswith("keras_worker: error: DistributedError: worker 0 of 2: another worker of this run stopped "
+                           "or stopped answering (UnavailableError: Collective ops is aborted"), said[-2000:]
+    assert line.rstrip().endswith("resumes from the last backup (BackupAndRestore)") and "Traceback" not in said
+    from roformer_tf.callbacks import BackupAndRestore
+
+    complete = BackupAndRestore(tmp_path / "backup" / head).steps()
+    assert complete and complete[-1] < 3
+
+    hosts = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    again = [Run("keras_worker.py", [*common, "--hosts", hosts, "--index", str(i),
+                                     "--out", tmp_path / "resumed-{pid}.npz"]) for i in range(2)]
+    run_all(again, timeout=300)
+    assert [e["step"] for e in again[0].of("resumed")] == complete[-1:]
+    last = complete[-1]  # the batches before the backup are read and skipped: their events say step `last`
+    assert [e["step"] for e in again[0].of("step")] == [last] * last + list(range(last + 1, 4))
+    out, _ = keras_runs  # the same 3 steps on 2 workers without a stop (the other head trained first there)
+    resumed = _load(tmp_path / "resumed-0.npz")
+    assert _max_diff(resumed, _load(tmp_path / "resumed-1.npz")) == 0.0
+    assert _max_diff(resumed, _load(out / "multi-0.npz"), head) == 0.0
+
+
+def test_keras_a_stuck_worker_stops_the_other_after_the_collective_timeout(tmp_path):
+    """Worker 1 stays alive (its heartbeats go on) but stops calling collectives after step 1: with
+    CommunicationOptions(timeout_seconds=20) (the worker's --timeout) worker 0 stops with one
+    DistributedError line after the timeout instead of waiting for ever."""
+    hosts = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    workers = [Run("keras_worker.py", ["--steps", "3", "--timeout", "20", "--hosts", hosts, "--index", str(i),
+                                       "--pace", ["0", "600"][i]]) for i in range(2)]
+    try:
+        workers[1].wait_for(lambda e: e.get("event") == "step", timeout=300)
+        stuck = time.monotonic()
+        code = workers[0].wait(timeout=90)
+        stopped = time.monotonic() - stuck
+    finally:
+        for w in workers:
+            w.kill()
+    assert code == 1 and 15 < stopped < 60, (code, stopped)
+    said = "".join(workers[0].errors)
+    expected = ("keras_worker: error: DistributedError: worker 0 of 2: another worker of this run stopped or "
+                "stopped answering (DeadlineExceededError: Collective has timed out")
+    assert expected in said and "Traceback" not in said, said[-2000:]

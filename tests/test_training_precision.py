@@ -181,9 +181,23 @@ def test_flax_checkpointing_keeps_the_parameter_names_and_switches_back():
     plain_module = model.module
     ids = np.array([[2, 7, 9, 3]])
     abstract = model.module.init(jax.random.PRNGKey(0), ids)["params"]
-    remat = model.enable_gradient_checkpointing().module
+    remat = model.gradient_checkpointing_enable().module
     assert remat.gradient_checkpointing and remat is not plain_module
     assert jax.tree.structure(remat.init(jax.random.PRNGKey(0), ids)["params"]) == jax.tree.structure(abstract)
     np.testing.assert_allclose(np.asarray(model(ids).logits), np.asarray(plain_module.apply(
         {"params": model.params}, ids).logits), atol=1e-6)
-    assert not model.enable_gradient_checkpointing(False).module.gradient_checkpointing
+    assert not model.gradient_checkpointing_disable().module.gradient_checkpointing
+    assert model.enable_gradient_checkpointing().is_gradient_checkpointing  # transformers' Flax name
+
+
+@pytest.mark.parametrize("backend", ["torch", "flax", "keras"])
+def test_one_switch_for_recomputation_in_every_backend(backend):
+    """The same three names in every backend (PyTorch's), whatever the framework does underneath."""
+    import importlib
+
+    package = importlib.import_module({"torch": "roformer_torch", "flax": "roformer_flax", "keras": "roformer_tf"}[backend])
+    cls = package.RoFormerForMaskedLM
+    model = cls.from_config(_config()) if backend == "flax" else cls(_config())
+    assert model.is_gradient_checkpointing is False
+    assert model.gradient_checkpointing_enable() is model and model.is_gradient_checkpointing is True
+    assert model.gradient_checkpointing_disable() is model and model.is_gradient_checkpointing is False

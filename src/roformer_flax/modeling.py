@@ -615,20 +615,34 @@ class RoFormerPreTrainedModel:
         while len(_SHARED_CACHE) > SHARED_CACHE_SIZE:
             _SHARED_CACHE.popitem(last=False)
 
-    def enable_gradient_checkpointing(self, enabled: bool = True):
-        """Recompute each layer's activations in the backward pass (``flax.linen.remat``) from now on:
-        the same gradients for about a third more compute, activation memory that no longer grows
-        with the depth. Build the train state after this call (it holds ``module.apply``). Returns the model.
+    def gradient_checkpointing_enable(self, enabled: bool = True):
+        """Activation recomputation in training: each layer keeps only its inputs and runs again in the
+        backward pass (``flax.linen.remat``), trading about a third more compute for activation memory
+        that no longer grows with the depth. Same gradients. Build the train state after this call
+        (it holds ``module.apply``). Returns the model.
 
         Example:
             >>> cfg = RoFormerConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
             ...                      num_attention_heads=4, intermediate_size=64)
-            >>> RoFormerModel.from_config(cfg).enable_gradient_checkpointing().module.gradient_checkpointing
+            >>> RoFormerModel.from_config(cfg).gradient_checkpointing_enable().is_gradient_checkpointing
             True
         """
         if bool(enabled) != self.module.gradient_checkpointing:
             self._build_module(enabled)
         return self
+
+    def gradient_checkpointing_disable(self):
+        """Keep every activation again (the default). Returns the model."""
+        return self.gradient_checkpointing_enable(False)
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        """Whether the layers recompute their activations in the backward pass."""
+        return self.module.gradient_checkpointing
+
+    def enable_gradient_checkpointing(self, enabled: bool = True):
+        """The name transformers' Flax models give :meth:`gradient_checkpointing_enable`."""
+        return self.gradient_checkpointing_enable(enabled)
 
     @property
     def params(self):

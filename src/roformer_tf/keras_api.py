@@ -11,7 +11,8 @@ what Keras users do:
   entries of the features dict; a compiled loss or metric sees the logits;
 - ``predict`` returns the output fields; ``export`` writes a SavedModel with a serving signature;
 - ``fit``/``evaluate`` work under ``tf.distribute.MultiWorkerMirroredStrategy``, which Keras 3
-  does not support on its own (see :meth:`KerasModelAPI._maybe_symbolic_build`);
+  does not support on its own (see :meth:`KerasModelAPI._maybe_symbolic_build`); a worker that
+  dies or stops answering ends them in the others with one ``DistributedError`` line;
 - ``get_config``/``from_config`` make ``.keras`` files; the output dataclasses are tree nodes
   for Keras (functional models, compiled metrics).
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import collections.abc
 import inspect
+import re
 
 import keras
 import numpy as np
@@ -42,7 +44,7 @@ import optree
 import tensorflow as tf
 
 from roformer_core.config import RoFormerConfig
-from roformer_core.errors import InputError
+from roformer_core.errors import DistributedError, InputError
 from roformer_core.heads import ARRAY_ARGUMENTS, HEAD_TABLE
 from roformer_core.inputs import MASKED_INPUTS, ArrayFacts, check_masked_inputs, validate_inputs
 from roformer_core.io import atomic_dir
@@ -284,9 +286,12 @@ class KerasModelAPI:
             return method(*bound.args, **bound.kwargs)
         except tf.errors.OpError as error:
             found = next((f for f in reversed(failures) if f in str(error.message)), None)
-            if found is None:
+            if found is not None:
+                raise InputError(found) from None
+            lost = _lost_worker(error, self.distribute_strategy)
+            if lost is None:
                 raise
-            raise InputError(found) from None
+            raise DistributedError(lost) from None
 
     def _check_element(self, element) -> None:
         """Check one element of a dataset: ``x``, ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``."""
@@ -388,6 +393,43 @@ class KerasModelAPI:
 def _multi_worker(strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
         strategy.extended._in_multi_worker_mode()
+
+
+# A lost worker reaches the survivors as a multi-line "Graph execution error" with the op's creation stack,
+# its cause in the last lines; these are the causes TensorFlow 2.21 gives (measured with 2 CPU workers). A
+# dead worker misses the coordination service's heartbeats, and 10 s later every collective is aborted
+# (UnavailableError "Collective ops is aborted by: ... The following tasks are unhealthy (stopped sending
+# heartbeats): /job:worker/replica:0/task:1"). A dead chief hosts that service, so the others see it at their
+# next collective ("... failed to connect to all addresses ... Connection refused"). A worker alive but stuck
+# keeps its heartbeats, so only the strategy's CommunicationOptions(timeout_seconds=...) ends the wait
+# (DeadlineExceededError "Collective has timed out during execution."); without it the others wait for ever.
+_LOST_WORKER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError,
+                       tf.errors.AbortedError, tf.errors.InternalError, tf.errors.FailedPreconditionError)
+_LOST_WORKER_SAYS = re.compile(r"collective ops is aborted|collective has timed out|unhealthy|heartbeat|"
+                               r"failed to connect|connection (refused|reset|closed)|socket closed|is down|"
+                               r"peer .*restarted|coordination service", re.IGNORECASE)
+
+
+def _lost_worker(error, strategy) -> str | None:
+    """The one-line message for ``error`` when it is a multi-worker run losing a worker, else None."""
+    if not _multi_worker(strategy) or not isinstance(error, _LOST_WORKER_ERRORS):
+        return None
+    lines = [line.strip() for line in str(error.message).splitlines() if line.strip()]
+    at = next((i for i, line in enumerate(lines) if _LOST_WORKER_SAYS.search(line)), None)
+    if at is None:
+        return None
+    cause = lines[at]
+    if cause.endswith(":") and at + 1 < len(lines):  # "... unhealthy (stopped sending heartbeats):" + the task
+        cause = f"{cause} {lines[at + 1]}"
+    if len(cause) > 240:
+        cause = cause[:237] + "..."
+    resolver = strategy.cluster_resolver
+    spec = resolver.cluster_spec()
+    chiefs = spec.num_tasks("chief") if "chief" in spec.jobs else 0
+    index = resolver.task_id + (chiefs if resolver.task_type == "worker" else 0)
+    return (f"worker {index} of {chiefs + spec.num_tasks('worker')}: another worker of this run stopped or stopped "
+            f"answering ({type(error).__name__}: {cause}); start every worker again: fit resumes from the last "
+            "backup (BackupAndRestore)")
 
 
 def _local_values(value, strategy):

@@ -24,6 +24,7 @@ from typing import Optional
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.ops import control_flow_util  # XLA's context: no public test
 
 from roformer_core.checkpoint import to_canonical_name
 from roformer_core.config import RoFormerConfig, with_pooler
@@ -435,6 +436,57 @@ class RoFormerPredictionHeadTransform(keras.layers.Layer):
         return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
 
 
+def _in_xla() -> bool:
+    """Whether the code being traced is compiled by XLA (``jit_compile=True``), where shapes must be static."""
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def _sparse_rows_matmul(x, weight):
+    """``x @ weight.T`` whose backward multiplies only the rows of the output gradient that are not all zero.
+
+    The vocabulary projection's output gradient is zero at every position without a label (85% of
+    them in masked-LM training), so its two backward matmuls shrink to the labelled rows; the rows
+    are found in the gradient itself, so any loss on any positions gets exact gradients.
+    """
+
+    @tf.custom_gradient
+    def matmul(x, weight):
+        def grad(g):
+            flat_x = tf.reshape(x, [-1, tf.shape(x)[-1]])
+            flat_g = tf.reshape(g, [-1, tf.shape(g)[-1]])
+            rows = tf.where(tf.reduce_any(tf.not_equal(flat_g, 0), axis=-1))
+            g = tf.gather_nd(flat_g, rows)
+            grad_x = tf.scatter_nd(rows, tf.matmul(g, weight), tf.shape(flat_x, out_type=rows.dtype))
+            grad_w = tf.matmul(g, tf.gather_nd(flat_x, rows), transpose_a=True)
+            return tf.reshape(grad_x, tf.shape(x)), grad_w
+
+        return tf.matmul(x, weight, transpose_b=True), grad
+
+    return matmul(x, weight)
+
+
+def project(x, weight, bias=None, sparse_grad: bool = False):
+    """``x @ weight.T + bias``; with ``sparse_grad`` the backward skips rows whose gradient is zero
+    (the vocabulary projection when only some positions carry a label). Not under XLA, where the
+    number of those rows would be a dynamic shape: there it is the plain product.
+
+    Example:
+        >>> x, w = tf.random.normal([4, 3]), tf.random.normal([5, 3])
+        >>> with tf.GradientTape() as tape:
+        ...     _ = tape.watch([x, w])
+        ...     y = project(x, w, sparse_grad=True)[1]
+        >>> gx, gw = tape.gradient(tf.reduce_sum(y), [x, w])
+        >>> float(tf.reduce_sum(tf.abs(tf.gather(gx, [0, 2, 3])))), bool(np.allclose(gw, tf.broadcast_to(x[1], [5, 3])))
+        (0.0, True)
+    """
+    weight = tf.convert_to_tensor(weight)
+    if sparse_grad and not _in_xla():
+        out = _sparse_rows_matmul(x, tf.cast(weight, x.dtype))
+    else:
+        out = tf.matmul(x, weight, transpose_b=True)
+    return out if bias is None else out + bias
+
+
 class RoFormerLMPredictionHead(keras.layers.Layer):
     """transform -> decoder (the word embeddings, tied unless the config unties them) + bias."""
 
@@ -449,11 +501,11 @@ class RoFormerLMPredictionHead(keras.layers.Layer):
         self.bias = self.add_weight(shape=(config.vocab_size,), initializer="zeros", name="bias")  # in its own scope
         self.built = True
 
-    def call(self, hidden_states, word_embeddings=None):
+    def call(self, hidden_states, word_embeddings=None, sparse_grad=False):
         hidden_states = self.transform(hidden_states)
         if hasattr(self, "decoder"):
-            return self.decoder(hidden_states) + self.bias
-        return tf.matmul(hidden_states, word_embeddings, transpose_b=True) + self.bias
+            return project(hidden_states, tf.transpose(self.decoder.kernel), self.bias, sparse_grad)
+        return project(hidden_states, word_embeddings, self.bias, sparse_grad)
 
 
 class RoFormerV2LMPredictionHead(keras.layers.Layer):
@@ -467,10 +519,10 @@ class RoFormerV2LMPredictionHead(keras.layers.Layer):
                                       use_bias=False)
         self.built = True
 
-    def call(self, hidden_states, word_embeddings=None):
+    def call(self, hidden_states, word_embeddings=None, sparse_grad=False):
         if hasattr(self, "decoder"):
-            return self.decoder(hidden_states)
-        return tf.matmul(hidden_states, word_embeddings, transpose_b=True)
+            return project(hidden_states, tf.transpose(self.decoder.kernel), None, sparse_grad)
+        return project(hidden_states, word_embeddings, None, sparse_grad)
 
 
 class RoFormerOnlyMLMHead(keras.layers.Layer):
@@ -481,8 +533,8 @@ class RoFormerOnlyMLMHead(keras.layers.Layer):
             self.predictions = head(config, name="predictions", dtype=self.dtype_policy)
         self.built = True
 
-    def call(self, sequence_output, word_embeddings=None):
-        return self.predictions(sequence_output, word_embeddings=word_embeddings)
+    def call(self, sequence_output, word_embeddings=None, sparse_grad=False):
+        return self.predictions(sequence_output, word_embeddings=word_embeddings, sparse_grad=sparse_grad)
 
 
 class RoFormerPooler(keras.layers.Layer):
@@ -537,9 +589,15 @@ def _mean(total, count):
 def _cross_entropy(logits, labels, ignore_index, weights=None):
     """Mean cross-entropy over the labelled positions (weighted by ``weights`` when given); 0 (and zero
     gradients) when there are none, in float32 whatever the logits' dtype."""
-    logits = tf.reshape(tf.cast(logits, tf.float32), [-1, _shape_list(logits)[-1]])
+    logits = tf.reshape(logits, [-1, _shape_list(logits)[-1]])
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     valid = tf.not_equal(labels, ignore_index)
+    if not _in_xla():  # the log-softmax of the labelled rows only: the others' would be thrown away
+        rows = tf.where(valid)
+        logits, labels = tf.gather_nd(logits, rows), tf.gather_nd(labels, rows)
+        weights = None if weights is None else tf.gather_nd(tf.reshape(weights, [-1]), rows)
+        valid = tf.ones_like(labels, tf.bool)
+    logits = tf.cast(logits, tf.float32)
     per_item = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(valid, labels, 0), logits=logits)
     weights = tf.cast(valid, tf.float32) if weights is None else \
         tf.where(valid, tf.reshape(tf.cast(weights, tf.float32), [-1]), 0.0)
@@ -886,7 +944,8 @@ class RoFormerForMaskedLM(RoFormerPreTrainedModel):
             sequence = tf.boolean_mask(sequence, prediction_mask)
             if labels is not None and len(labels.shape) > 1:  # labels of the whole sequence, else of the positions
                 labels = tf.boolean_mask(labels, prediction_mask)
-        logits = self.cls(sequence, word_embeddings=self.roformer.embeddings.word_embeddings.embeddings)
+        logits = self.cls(sequence, word_embeddings=self.roformer.embeddings.word_embeddings.embeddings,
+                          sparse_grad=masked_positions is None and labels is not None)
         if masked_positions is not None:
             loss = token_cross_entropy(logits, masked_labels, masked_weights) if masked_labels is not None else None
         else:

@@ -38,6 +38,9 @@ def parse(argv=None):
     p.add_argument("--also-one-worker", help="worker 0 then trains the same alone and saves the weights here (.npz)")
     p.add_argument("--xla", action="store_true", help="compile the train step with XLA (slower to start)")
     p.add_argument("--pace", type=float, default=0.0, help="seconds to wait after each step")
+    p.add_argument("--timeout", type=float, default=0.0,
+                   help="give up on a collective (an all-reduce) after this many seconds (0: wait as long as it "
+                        "takes); a dead worker is noticed without it, within TensorFlow's 10 s heartbeat timeout")
     return p.parse_args(argv)
 
 
@@ -64,7 +67,12 @@ def main(argv=None) -> int:
     from roformer_tf import RoFormerConfig
 
     multi = "TF_CONFIG" in os.environ
-    strategy = tf.distribute.MultiWorkerMirroredStrategy() if multi else tf.distribute.get_strategy()
+    if multi:
+        # a worker that is alive but stuck sends its heartbeats, so only a collective timeout ends the wait
+        options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=args.timeout or None)
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    else:
+        strategy = tf.distribute.get_strategy()
     _kill_hook()
     config = RoFormerConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                             intermediate_size=32, num_labels=3, hidden_dropout_prob=args.dropout,
