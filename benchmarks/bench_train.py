@@ -80,6 +80,22 @@ def serve(run, warmup):
         print(json.dumps({"seconds": wall / n, "cpu": (time.process_time() - cpu) / n}), flush=True)
 '''
 
+# Keras runners (the reference's tf_keras and our Keras 3, named KERAS in the script) time fit per batch:
+# fit's own set-up and tear-down, paid once per epoch in real training, stay out.
+FIT_TIMER = r'''
+class StepTimer(KERAS.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        self.start = time.perf_counter()
+    def on_train_batch_end(self, batch, logs=None):
+        float(logs["loss"])   # the step is done when its loss is
+        self.total += time.perf_counter() - self.start
+timer = StepTimer()
+def run(n):
+    timer.total = 0.0
+    model.fit(data, epochs=1, steps_per_epoch=n, verbose=0, callbacks=[timer])
+    return timer.total
+'''
+
 REF_TORCH_MLM = r'''
 import torch, transformers
 torch.manual_seed(0)
@@ -166,18 +182,8 @@ model = transformers.TFRoFormerForMaskedLM(transformers.RoFormerConfig(**C))
 model.compile(optimizer=tf_keras.optimizers.AdamW(1e-4), jit_compile=JIT)   # no loss: the model's own
 features = {k: B[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
 data = tf.data.Dataset.from_tensors(features).repeat().prefetch(2)
-class StepTimer(tf_keras.callbacks.Callback):   # numpy logs: each batch ends when its step is done
-    def on_train_batch_begin(self, batch, logs=None):
-        self.start = time.perf_counter()
-    def on_train_batch_end(self, batch, logs=None):
-        self.total += time.perf_counter() - self.start
-timer = StepTimer()
-def run(n):
-    timer.total = 0.0
-    model.fit(data, epochs=1, steps_per_epoch=n, verbose=0, callbacks=[timer])
-    return timer.total
-serve(run, WARMUP)
-'''
+KERAS = tf_keras
+''' + FIT_TIMER + "serve(run, WARMUP)\n"
 
 REF_TORCH_CLS = r'''
 import torch, transformers
@@ -257,18 +263,8 @@ model = transformers.TFRoFormerForSequenceClassification(transformers.RoFormerCo
 model.compile(optimizer=tf_keras.optimizers.AdamW(1e-5), jit_compile=JIT)
 features = {k: B[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
 data = tf.data.Dataset.from_tensors(features).repeat().prefetch(2)
-class StepTimer(tf_keras.callbacks.Callback):   # numpy logs: each batch ends when its step is done
-    def on_train_batch_begin(self, batch, logs=None):
-        self.start = time.perf_counter()
-    def on_train_batch_end(self, batch, logs=None):
-        self.total += time.perf_counter() - self.start
-timer = StepTimer()
-def run(n):
-    timer.total = 0.0
-    model.fit(data, epochs=1, steps_per_epoch=n, verbose=0, callbacks=[timer])
-    return timer.total
-serve(run, WARMUP)
-'''
+KERAS = tf_keras
+''' + FIT_TIMER + "serve(run, WARMUP)\n"
 
 # One step at sequence 2048, peak RSS above the resident size before it (VmHWM reset through clear_refs).
 MEMORY_PRELUDE = r'''
@@ -341,18 +337,8 @@ model.compile(optimizer=keras.optimizers.AdamW(LR), jit_compile=JIT)   # no loss
 keys = ("masked_positions", "masked_labels", "masked_weights") if MODE in ("fp32", "bf16") else ("labels",)
 features = {k: B[k] for k in ("input_ids", "attention_mask", "token_type_ids") + keys}
 data = tf.data.Dataset.from_tensors(features).repeat().prefetch(2)
-class StepTimer(keras.callbacks.Callback):
-    def on_train_batch_begin(self, batch, logs=None):
-        self.start = time.perf_counter()
-    def on_train_batch_end(self, batch, logs=None):
-        float(logs["loss"])   # the step is done when its loss is
-        self.total += time.perf_counter() - self.start
-timer = StepTimer()
-def run(n):
-    timer.total = 0.0
-    model.fit(data, epochs=1, steps_per_epoch=n, verbose=0, callbacks=[timer])
-    return timer.total
-'''
+KERAS = keras
+''' + FIT_TIMER
 
 OURS_KERAS_MEMORY = r'''
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

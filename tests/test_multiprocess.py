@@ -147,6 +147,20 @@ def test_saved_folders_load_in_every_backend(jax_runs, keras_runs, torch_runs):
 
 
 # -- a process dies --------------------------------------------------------------------------------
+def _kill_second_after_step(workers, step: int = 2) -> tuple[int, float]:
+    """SIGKILL ``workers[1]`` once it reports step ``step``; returns the exit code of ``workers[0]`` and the
+    seconds it took to stop (every worker is killed at the end, whatever happened)."""
+    try:
+        workers[1].wait_for(lambda e: e.get("event") == "step" and e["step"] >= step, timeout=300)
+        workers[1].kill()
+        killed = time.monotonic()
+        code = workers[0].wait(timeout=60)
+        return code, time.monotonic() - killed
+    finally:
+        for w in workers:
+            w.kill()
+
+
 def test_jax_a_dead_process_stops_the_other_then_the_run_resumes(tmp_path, jax_cache, jax_runs):
     """Process 1 is killed after step 2 of 3: process 0 stops (JAX's coordination service notices the
     missing heartbeats) with a message saying so, in bounded time; both started again resume from the
@@ -157,15 +171,7 @@ def test_jax_a_dead_process_stops_the_other_then_the_run_resumes(tmp_path, jax_c
     env = worker_env(XLA_FLAGS=FAST_XLA)
     workers = [Run("flax_worker.py", [*common, "--coordinator", f"127.0.0.1:{port}", "--process-id", str(i),
                                       "--pace", "0.5"], env) for i in range(2)]
-    try:
-        workers[1].wait_for(lambda e: e.get("event") == "step" and e["step"] >= 2, timeout=300)
-        workers[1].kill()
-        killed = time.monotonic()
-        code = workers[0].wait(timeout=60)
-        stopped = time.monotonic() - killed
-    finally:
-        for w in workers:
-            w.kill()
+    code, stopped = _kill_second_after_step(workers)
     assert code != 0 and stopped < 45, (code, stopped)
     assert not workers[0].of("done")
     said = "".join(workers[0].errors)
@@ -191,16 +197,8 @@ def test_torch_a_dead_process_stops_the_other_then_the_run_resumes(tmp_path, tor
     args = ["--steps", "3", "--checkpoints", tmp_path / "ckpt", "--every", "1", "--timeout", "30"]
     workers = [Run("torch_worker.py", [*args, "--rank", str(i), "--world-size", "2", "--port", port,
                                        "--pace", "0.5"]) for i in range(2)]
-    try:
-        # checkpoint 1 is written before step 2 starts; the pause after step 2 comes before its checkpoint
-        workers[1].wait_for(lambda e: e.get("event") == "step" and e["step"] >= 2, timeout=300)
-        workers[1].kill()
-        killed = time.monotonic()
-        code = workers[0].wait(timeout=60)
-        stopped = time.monotonic() - killed
-    finally:
-        for w in workers:
-            w.kill()
+    # checkpoint 1 is written before step 2 starts; the pause after step 2 comes before its checkpoint
+    code, stopped = _kill_second_after_step(workers)
     assert code == 1 and stopped < 35, (code, stopped)
     message = "".join(workers[0].errors)
     assert "another process of this run stopped" in message and "Traceback" not in message, message[-2000:]
@@ -230,16 +228,8 @@ def test_keras_a_dead_worker_stops_the_other_then_the_run_resumes(tmp_path, kera
     hosts = ",".join(f"127.0.0.1:{p}" for p in free_ports(2))
     workers = [Run("keras_worker.py", [*common, "--hosts", hosts, "--index", str(i), "--pace", "0.5"])
                for i in range(2)]
-    try:
-        # the chief backs step 2 up before it says "step 2"; worker 1 dies in its pause after step 2
-        workers[1].wait_for(lambda e: e.get("event") == "step" and e["step"] >= 2, timeout=300)
-        workers[1].kill()
-        killed = time.monotonic()
-        code = workers[0].wait(timeout=60)
-        stopped = time.monotonic() - killed
-    finally:
-        for w in workers:
-            w.kill()
+    # the chief backs step 2 up before it says "step 2"; worker 1 dies in its pause after step 2
+    code, stopped = _kill_second_after_step(workers)
     assert code == 1 and stopped < 45, (code, stopped)
     assert not workers[0].of("done")
     said = "".join(workers[0].errors)

@@ -78,8 +78,11 @@ def _old_checkpoint(folder) -> dict[str, bytes]:
 
 def _start_convert(src, dst, *options) -> subprocess.Popen:
     # float16: every tensor is cast on the way, which makes the write last long enough to be caught
+    # SIGINT as a terminal gives it: a suite started in the background inherits it ignored, and a program
+    # started with SIGINT ignored rightly keeps ignoring it
     return subprocess.Popen([sys.executable, "-c", CONVERT, str(src), str(dst), "--dtype", "float16", *options],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _freeze_mid_write(proc: subprocess.Popen, where: str) -> str:

@@ -474,8 +474,8 @@ def project(x, weight, bias=None, sparse_grad: bool = False):
         >>> x, w = tf.random.normal([4, 3]), tf.random.normal([5, 3])
         >>> with tf.GradientTape() as tape:
         ...     _ = tape.watch([x, w])
-        ...     y = project(x, w, sparse_grad=True)[1]
-        >>> gx, gw = tape.gradient(tf.reduce_sum(y), [x, w])
+        ...     total = tf.reduce_sum(project(x, w, sparse_grad=True)[1])   # a loss on row 1 only
+        >>> gx, gw = tape.gradient(total, [x, w])
         >>> float(tf.reduce_sum(tf.abs(tf.gather(gx, [0, 2, 3])))), bool(np.allclose(gw, tf.broadcast_to(x[1], [5, 3])))
         (0.0, True)
     """
