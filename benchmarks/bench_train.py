@@ -96,46 +96,43 @@ def run(n):
     return timer.total
 '''
 
-REF_TORCH_MLM = r'''
-import torch, transformers
-torch.manual_seed(0)
-model = transformers.RoFormerForMaskedLM(transformers.RoFormerConfig(**C)).train()
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-feed = {k: torch.as_tensor(B[k]).long() for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+# The constants a runner gets first: CLASS (the model class), LR, MODE (ours: "fp32", "bf16", "labels"; a
+# classifier: "cls"), JIT (Keras), WARMUP; masked-LM and classification runners differ in those only.
+TORCH_STEPS = r'''
 def run(n):
     for _ in range(n):
         opt.zero_grad(set_to_none=True)
-        model(**feed).loss.backward()
-        opt.step()
-serve(run, WARMUP)
-'''
-
-OURS_TORCH_MLM = r'''
-import contextlib, torch
-from roformer_core import RoFormerConfig
-from roformer_torch import RoFormerForMaskedLM
-torch.manual_seed(0)
-model = RoFormerForMaskedLM(RoFormerConfig(**C)).train()
-opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-keys = ("masked_positions", "masked_labels", "masked_weights") if MODE != "labels" else ("labels",)
-feed = {k: torch.as_tensor(B[k]) for k in ("input_ids", "attention_mask", "token_type_ids") + keys}
-def precision():
-    return torch.autocast("cpu", dtype=torch.bfloat16) if MODE == "bf16" else contextlib.nullcontext()
-def run(n):
-    for _ in range(n):
-        opt.zero_grad(set_to_none=True)
-        with precision():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=MODE == "bf16"):
             loss = model(**feed).loss
         loss.backward()
         opt.step()
 serve(run, WARMUP)
 '''
 
+REF_TORCH = r'''
+import torch, transformers
+torch.manual_seed(0)
+model = getattr(transformers, CLASS)(transformers.RoFormerConfig(**C)).train()
+opt = torch.optim.AdamW(model.parameters(), lr=LR)
+feed = {k: torch.as_tensor(B[k]).long() for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
+''' + TORCH_STEPS
+
+OURS_TORCH = r'''
+import torch
+from roformer_core import RoFormerConfig
+import roformer_torch
+torch.manual_seed(0)
+model = getattr(roformer_torch, CLASS)(RoFormerConfig(**C)).train()
+opt = torch.optim.AdamW(model.parameters(), lr=LR)
+keys = ("masked_positions", "masked_labels", "masked_weights") if MODE in ("fp32", "bf16") else ("labels",)
+feed = {k: torch.as_tensor(B[k]) for k in ("input_ids", "attention_mask", "token_type_ids") + keys}
+''' + TORCH_STEPS
+
 REF_FLAX_MLM = r'''
 import jax, jax.numpy as jnp, optax, transformers
 from flax.training import train_state
 model = transformers.FlaxRoFormerForMaskedLM(transformers.RoFormerConfig(**C), seed=0)
-state = train_state.TrainState.create(apply_fn=model.__call__, params=model.params, tx=optax.adamw(1e-4))
+state = train_state.TrainState.create(apply_fn=model.__call__, params=model.params, tx=optax.adamw(LR))
 feed = {k: jnp.asarray(B[k], jnp.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
 labels = jnp.asarray(B["labels"], jnp.int32)
 def step(state, feed, labels, rng):
@@ -156,15 +153,15 @@ def run(n):
 serve(run, WARMUP)
 '''
 
-OURS_FLAX_MLM = r'''
+OURS_FLAX = r'''
 import jax, jax.numpy as jnp, optax
 from roformer_core import RoFormerConfig
-from roformer_flax import RoFormerForMaskedLM
+import roformer_flax
 from roformer_flax.training import create_train_state, make_train_step
-model = RoFormerForMaskedLM.from_config(RoFormerConfig(**C), dtype=jnp.bfloat16 if MODE == "bf16" else jnp.float32)
+model = getattr(roformer_flax, CLASS).from_config(RoFormerConfig(**C), dtype=jnp.bfloat16 if MODE == "bf16" else jnp.float32)
 step = make_train_step(model, "jit")   # checks each batch on the host, as users run it
-box = [step.place_state(create_train_state(model, optax.adamw(1e-4)))]
-keys = ("masked_positions", "masked_labels", "masked_weights") if MODE != "labels" else ("labels",)
+box = [step.place_state(create_train_state(model, optax.adamw(LR)))]
+keys = ("masked_positions", "masked_labels", "masked_weights") if MODE in ("fp32", "bf16") else ("labels",)
 feed = step.shard({k: B[k] for k in ("input_ids", "attention_mask", "token_type_ids") + keys})
 key = jax.random.PRNGKey(0)
 def run(n):
@@ -174,52 +171,22 @@ def run(n):
 serve(run, WARMUP)
 '''
 
-REF_KERAS_MLM = r'''
+REF_KERAS = r'''
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tensorflow as tf, tf_keras, transformers
 tf_keras.utils.set_random_seed(0)
-model = transformers.TFRoFormerForMaskedLM(transformers.RoFormerConfig(**C))
-model.compile(optimizer=tf_keras.optimizers.AdamW(1e-4), jit_compile=JIT)   # no loss: the model's own
+model = getattr(transformers, "TF" + CLASS)(transformers.RoFormerConfig(**C))
+model.compile(optimizer=tf_keras.optimizers.AdamW(LR), jit_compile=JIT)   # no loss: the model's own
 features = {k: B[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
 data = tf.data.Dataset.from_tensors(features).repeat().prefetch(2)
 KERAS = tf_keras
 ''' + FIT_TIMER + "serve(run, WARMUP)\n"
 
-REF_TORCH_CLS = r'''
-import torch, transformers
-torch.manual_seed(0)
-model = transformers.RoFormerForSequenceClassification(transformers.RoFormerConfig(**C)).train()
-opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-feed = {k: torch.as_tensor(B[k]).long() for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
-def run(n):
-    for _ in range(n):
-        opt.zero_grad(set_to_none=True)
-        model(**feed).loss.backward()
-        opt.step()
-serve(run, WARMUP)
-'''
-
-OURS_TORCH_CLS = r'''
-import torch
-from roformer_core import RoFormerConfig
-from roformer_torch import RoFormerForSequenceClassification
-torch.manual_seed(0)
-model = RoFormerForSequenceClassification(RoFormerConfig(**C)).train()
-opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-feed = {k: torch.as_tensor(B[k]) for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
-def run(n):
-    for _ in range(n):
-        opt.zero_grad(set_to_none=True)
-        model(**feed).loss.backward()
-        opt.step()
-serve(run, WARMUP)
-'''
-
 REF_FLAX_CLS = r'''
 import jax, jax.numpy as jnp, optax, transformers
 from flax.training import train_state
 model = transformers.FlaxRoFormerForSequenceClassification(transformers.RoFormerConfig(**C), seed=0)
-state = train_state.TrainState.create(apply_fn=model.__call__, params=model.params, tx=optax.adamw(1e-5))
+state = train_state.TrainState.create(apply_fn=model.__call__, params=model.params, tx=optax.adamw(LR))
 feed = {k: jnp.asarray(B[k], jnp.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
 labels = jnp.asarray(B["labels"], jnp.int32)
 def step(state, feed, labels, rng):
@@ -237,34 +204,6 @@ def run(n):
     jax.block_until_ready(box[0])
 serve(run, WARMUP)
 '''
-
-OURS_FLAX_CLS = r'''
-import jax, optax
-from roformer_core import RoFormerConfig
-from roformer_flax import RoFormerForSequenceClassification
-from roformer_flax.training import create_train_state, make_train_step
-model = RoFormerForSequenceClassification.from_config(RoFormerConfig(**C))
-step = make_train_step(model, "jit")
-box = [step.place_state(create_train_state(model, optax.adamw(1e-5)))]
-feed = step.shard({k: B[k] for k in ("input_ids", "attention_mask", "token_type_ids", "labels")})
-key = jax.random.PRNGKey(0)
-def run(n):
-    for _ in range(n):
-        box[0], _ = step(box[0], feed, key)
-    jax.block_until_ready(box[0])
-serve(run, WARMUP)
-'''
-
-REF_KERAS_CLS = r'''
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-import tensorflow as tf, tf_keras, transformers
-tf_keras.utils.set_random_seed(0)
-model = transformers.TFRoFormerForSequenceClassification(transformers.RoFormerConfig(**C))
-model.compile(optimizer=tf_keras.optimizers.AdamW(1e-5), jit_compile=JIT)
-features = {k: B[k].astype(np.int32) for k in ("input_ids", "attention_mask", "token_type_ids", "labels")}
-data = tf.data.Dataset.from_tensors(features).repeat().prefetch(2)
-KERAS = tf_keras
-''' + FIT_TIMER + "serve(run, WARMUP)\n"
 
 # One step at sequence 2048, peak RSS above the resident size before it (VmHWM reset through clear_refs).
 MEMORY_PRELUDE = r'''
@@ -330,15 +269,15 @@ OURS_KERAS_FIT = r'''
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras, tensorflow as tf
 from roformer_core import RoFormerConfig
-from roformer_tf import MODEL_CLASSES
+import roformer_tf
 keras.utils.set_random_seed(0)
-model = MODEL_CLASSES[HEAD](RoFormerConfig(**C), dtype="mixed_bfloat16" if MODE == "bf16" else "float32")
+model = getattr(roformer_tf, CLASS)(RoFormerConfig(**C), dtype="mixed_bfloat16" if MODE == "bf16" else "float32")
 model.compile(optimizer=keras.optimizers.AdamW(LR), jit_compile=JIT)   # no loss: the model's own
 keys = ("masked_positions", "masked_labels", "masked_weights") if MODE in ("fp32", "bf16") else ("labels",)
 features = {k: B[k] for k in ("input_ids", "attention_mask", "token_type_ids") + keys}
 data = tf.data.Dataset.from_tensors(features).repeat().prefetch(2)
 KERAS = keras
-''' + FIT_TIMER
+''' + FIT_TIMER + "serve(run, WARMUP)\n"
 
 OURS_KERAS_MEMORY = r'''
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -359,13 +298,11 @@ measure(run)
 #: Our Keras runners: section -> {runner name: script}. Names containing "fit, XLA" are compared with
 #: the reference fit with XLA, the others with the reference fit without it.
 OURS_KERAS: dict[str, dict[str, str]] = {
-    "mlm": {f"ours keras fit, {xla}, {mode}": f"HEAD, LR, JIT, MODE = 'masked_lm', 1e-4, {xla == 'XLA'}, "
-            f"{mode.split()[0]!r}\n" + OURS_KERAS_FIT + "serve(run, WARMUP)\n"
+    "mlm": {f"ours keras fit, {xla}, {mode}": f"JIT, MODE = {xla == 'XLA'}, {mode.split()[0]!r}\n" + OURS_KERAS_FIT
             for xla, mode in (("no XLA", "fp32 (masked_positions)"), ("no XLA", "bf16 (masked_positions)"),
                               ("no XLA", "labels (fp32)"), ("XLA", "fp32 (masked_positions)"),
                               ("XLA", "bf16 (masked_positions)"), ("XLA", "labels (fp32)"))},
-    "cls": {f"ours keras fit, {xla}": f"HEAD, LR, JIT, MODE = 'sequence_classification', 1e-5, {xla == 'XLA'}, "
-            "'cls'\n" + OURS_KERAS_FIT + "serve(run, WARMUP)\n" for xla in ("no XLA", "XLA")},
+    "cls": {f"ours keras fit, {xla}": f"JIT = {xla == 'XLA'}\n" + OURS_KERAS_FIT for xla in ("no XLA", "XLA")},
     "memory": {"ours keras": OURS_KERAS_MEMORY},
 }
 
@@ -490,11 +427,11 @@ def section_training(kind: str, args, tmp: str) -> list[dict]:
     batch_file = os.path.join(tmp, f"{kind}.npz")
     np.savez(batch_file, **batch)
     rounds, steps = (args.rounds, args.steps) if kind == "mlm" else (args.cls_rounds, args.cls_steps)
-    warmup = dict(WARMUP=args.warmup if kind == "mlm" else 1)
+    warmup = dict(WARMUP=args.warmup if kind == "mlm" else 1, MODE="cls", LR=1e-4 if kind == "mlm" else 1e-5,
+                  CLASS="RoFormerForMaskedLM" if kind == "mlm" else "RoFormerForSequenceClassification")
     ours, ref = sys.executable, ORACLE
-    scripts = {"mlm": (REF_TORCH_MLM, OURS_TORCH_MLM, REF_FLAX_MLM, OURS_FLAX_MLM, REF_KERAS_MLM),
-               "cls": (REF_TORCH_CLS, OURS_TORCH_CLS, REF_FLAX_CLS, OURS_FLAX_CLS, REF_KERAS_CLS)}[kind]
-    ref_torch, ours_torch, ref_flax, ours_flax, ref_keras = scripts
+    ref_torch, ours_torch, ours_flax, ref_keras = REF_TORCH, OURS_TORCH, OURS_FLAX, REF_KERAS
+    ref_flax = REF_FLAX_MLM if kind == "mlm" else REF_FLAX_CLS
     if kind == "mlm":
         groups = {
             "torch": [("reference torch (labels)", ref, ref_torch, warmup),
