@@ -128,19 +128,22 @@ keys = ("masked_positions", "masked_labels", "masked_weights") if MODE in ("fp32
 feed = {k: torch.as_tensor(B[k]) for k in ("input_ids", "attention_mask", "token_type_ids") + keys}
 ''' + TORCH_STEPS
 
-REF_FLAX_MLM = r'''
+REF_FLAX = r'''
 import jax, jax.numpy as jnp, optax, transformers
 from flax.training import train_state
-model = transformers.FlaxRoFormerForMaskedLM(transformers.RoFormerConfig(**C), seed=0)
+model = getattr(transformers, "Flax" + CLASS)(transformers.RoFormerConfig(**C), seed=0)
 state = train_state.TrainState.create(apply_fn=model.__call__, params=model.params, tx=optax.adamw(LR))
 feed = {k: jnp.asarray(B[k], jnp.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
 labels = jnp.asarray(B["labels"], jnp.int32)
+def loss_of(logits, labels):
+    if CLASS != "RoFormerForMaskedLM":
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    mask = labels != -100   # the loss of transformers' run_mlm_flax.py example
+    loss = optax.softmax_cross_entropy(logits, jax.nn.one_hot(jnp.where(mask, labels, 0), logits.shape[-1]))
+    return jnp.sum(loss * mask) / jnp.sum(mask)
 def step(state, feed, labels, rng):
-    def loss_fn(params):  # the loss of transformers' run_mlm_flax.py example
-        logits = state.apply_fn(**feed, params=params, dropout_rng=rng, train=True)[0]
-        mask = labels != -100
-        loss = optax.softmax_cross_entropy(logits, jax.nn.one_hot(jnp.where(mask, labels, 0), logits.shape[-1]))
-        return jnp.sum(loss * mask) / jnp.sum(mask)
+    def loss_fn(params):
+        return loss_of(state.apply_fn(**feed, params=params, dropout_rng=rng, train=True)[0], labels)
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     return state.apply_gradients(grads=grads), loss
 step = jax.jit(step, donate_argnums=(0,))
@@ -181,29 +184,6 @@ features = {k: B[k].astype(np.int32) for k in ("input_ids", "attention_mask", "t
 data = tf.data.Dataset.from_tensors(features).repeat().prefetch(2)
 KERAS = tf_keras
 ''' + FIT_TIMER + "serve(run, WARMUP)\n"
-
-REF_FLAX_CLS = r'''
-import jax, jax.numpy as jnp, optax, transformers
-from flax.training import train_state
-model = transformers.FlaxRoFormerForSequenceClassification(transformers.RoFormerConfig(**C), seed=0)
-state = train_state.TrainState.create(apply_fn=model.__call__, params=model.params, tx=optax.adamw(LR))
-feed = {k: jnp.asarray(B[k], jnp.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
-labels = jnp.asarray(B["labels"], jnp.int32)
-def step(state, feed, labels, rng):
-    def loss_fn(params):
-        logits = state.apply_fn(**feed, params=params, dropout_rng=rng, train=True)[0]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    return state.apply_gradients(grads=grads), loss
-step = jax.jit(step, donate_argnums=(0,))
-key = jax.random.PRNGKey(0)
-box = [state]
-def run(n):
-    for _ in range(n):
-        box[0], _ = step(box[0], feed, labels, key)
-    jax.block_until_ready(box[0])
-serve(run, WARMUP)
-'''
 
 # One step at sequence 2048, peak RSS above the resident size before it (VmHWM reset through clear_refs).
 MEMORY_PRELUDE = r'''
@@ -430,8 +410,7 @@ def section_training(kind: str, args, tmp: str) -> list[dict]:
     warmup = dict(WARMUP=args.warmup if kind == "mlm" else 1, MODE="cls", LR=1e-4 if kind == "mlm" else 1e-5,
                   CLASS="RoFormerForMaskedLM" if kind == "mlm" else "RoFormerForSequenceClassification")
     ours, ref = sys.executable, ORACLE
-    ref_torch, ours_torch, ours_flax, ref_keras = REF_TORCH, OURS_TORCH, OURS_FLAX, REF_KERAS
-    ref_flax = REF_FLAX_MLM if kind == "mlm" else REF_FLAX_CLS
+    ref_torch, ours_torch, ref_flax, ours_flax, ref_keras = REF_TORCH, OURS_TORCH, REF_FLAX, OURS_FLAX, REF_KERAS
     if kind == "mlm":
         groups = {
             "torch": [("reference torch (labels)", ref, ref_torch, warmup),
