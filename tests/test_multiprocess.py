@@ -87,29 +87,29 @@ def torch_runs(tmp_path_factory):
 
 
 # -- the same step as one process --------------------------------------------------------------------
+def _assert_trained_like_one(out, prefixes) -> None:
+    """Both processes end with the same replicated weights, and those of the one-process run (1e-5)."""
+    first, second, single = (_load(out / f) for f in ("multi-0.npz", "multi-1.npz", "single.npz"))
+    for prefix in prefixes:
+        assert _moved(first, prefix)
+        assert _max_diff(first, second, prefix) == 0.0, prefix
+        assert _max_diff(first, single, prefix) <= 1e-5, prefix
+
+
 def test_jax_two_processes_train_like_one(jax_runs):
     """2 processes x 2 devices (jax.distributed, gloo) against 1 process x 4 devices, same global batches:
     the sharded jit step (both heads) and pmap, whose psum spans the processes."""
     out, workers = jax_runs
     assert [w.of("start")[0]["processes"] for w in workers] == [2, 2]
     assert [w.of("start")[0]["devices"] for w in workers] == [4, 4]
-    first, second, single = (_load(out / f) for f in ("multi-0.npz", "multi-1.npz", "single.npz"))
-    for run in RUNS.split(","):
-        mode, head = run.split(":")
-        prefix = f"{mode}/{head}/"
-        assert _moved(first, prefix)
-        assert _max_diff(first, second, prefix) == 0.0  # every process holds the same replicated params
-        assert _max_diff(first, single, prefix) <= 1e-5, (mode, head)
+    _assert_trained_like_one(out, [run.replace(":", "/") + "/" for run in RUNS.split(",")])
 
 
 def test_keras_two_workers_train_like_one(keras_runs):
     """MultiWorkerMirroredStrategy with 2 workers (TF_CONFIG) and fit unchanged, against one worker."""
     out, workers = keras_runs
     assert [w.of("start")[0]["replicas"] for w in workers] == [2, 2]
-    first, second, single = (_load(out / f) for f in ("multi-0.npz", "multi-1.npz", "single.npz"))
-    for head in HEADS.split(","):
-        assert _max_diff(first, second, head) == 0.0
-        assert _max_diff(first, single, head) <= 1e-5, head
+    _assert_trained_like_one(out, HEADS.split(","))
 
 
 def test_torch_ddp_trains_like_one_process(torch_runs):
@@ -117,10 +117,7 @@ def test_torch_ddp_trains_like_one_process(torch_runs):
     LM's ranks hold different numbers of labelled tokens, so the loss weighting is exercised."""
     out, workers = torch_runs
     assert [w.of("start")[0]["world_size"] for w in workers] == [2, 2]
-    first, second, single = (_load(out / f) for f in ("multi-0.npz", "multi-1.npz", "single.npz"))
-    for head in HEADS.split(","):
-        assert _max_diff(first, second, head) == 0.0
-        assert _max_diff(first, single, head) <= 1e-5, head
+    _assert_trained_like_one(out, HEADS.split(","))
     losses = {w.of("step")[-1]["loss"] for w in workers}
     assert len(losses) == 1  # every rank reports the loss of the global batch
 

@@ -15,9 +15,9 @@ the final params go to ``--out`` as an ``.npz`` (one file per process).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
+
+from common import global_batch, pace, run_main, say
 
 
 def parse(argv=None):
@@ -44,20 +44,8 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def pace(args) -> None:
-    """Wait ``--pace`` seconds: a step of a real run takes that long, so a test can kill it at a step."""
-    if args.pace:
-        import time
-
-        time.sleep(args.pace)
-
-
 #: the learning-rate schedule's length (warmup 1 step, then linear decay)
 SCHEDULE_STEPS = 1000
-
-
-def say(**event) -> None:
-    print(json.dumps(event), flush=True)
 
 
 def main(argv=None) -> int:
@@ -140,25 +128,6 @@ def train(args, config, mode: str, head: str) -> dict:
     return results
 
 
-def global_batch(head: str, config, size: int, seed: int, index: int) -> dict:
-    """The global batch number ``index``: a function of the seed and the index only."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, index])
-    ids = rng.integers(5, config.vocab_size, (size, 12))
-    mask = np.ones_like(ids)
-    mask[: size // 2, 9:] = 0  # padding in half of the rows
-    batch = {"input_ids": np.where(mask == 1, ids, 0), "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-    if head == "masked_lm":
-        chosen = (rng.random(ids.shape) < 0.3) & (mask == 1)
-        chosen[np.arange(size), 1] = True
-        batch["labels"] = np.where(chosen, ids, -100)
-        batch["input_ids"] = np.where(chosen, 4, batch["input_ids"])
-    else:
-        batch["labels"] = rng.integers(0, config.num_labels, size)
-    return batch
-
-
 def _kill_hook() -> None:
     """With ROFORMER_TEST_KILL_IN_SAVE=N, SIGKILL this process while the checkpoint of step N is being
     committed: its files are written, the rename that completes it has not happened."""
@@ -181,8 +150,4 @@ def _kill_hook() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as e:  # noqa: BLE001  one line, as a user would see it
-        print(f"flax_worker: error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    run_main(main, "flax_worker")

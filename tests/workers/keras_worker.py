@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
+
+from common import global_batch, pace, run_main, say
 
 
 def parse(argv=None):
@@ -42,18 +43,6 @@ def parse(argv=None):
                    help="give up on a collective (an all-reduce) after this many seconds (0: wait as long as it "
                         "takes); a dead worker is noticed without it, within TensorFlow's 10 s heartbeat timeout")
     return p.parse_args(argv)
-
-
-def pace(args) -> None:
-    """Wait ``--pace`` seconds: a step of a real run takes that long, so a test can kill it at a step."""
-    if args.pace:
-        import time
-
-        time.sleep(args.pace)
-
-
-def say(**event) -> None:
-    print(json.dumps(event), flush=True)
 
 
 def main(argv=None) -> int:
@@ -152,7 +141,7 @@ def dataset(batches):
     import tensorflow as tf
 
     def split(b):
-        b = dict(b)
+        b = {k: v.astype(np.int32) for k, v in b.items()}  # Keras' integer inputs
         return b, b.pop("labels")
 
     pairs = [split(b) for b in batches]
@@ -161,25 +150,6 @@ def dataset(batches):
     labels = tf.constant(np.concatenate([y for _, y in pairs]))
     # batched by tf.data, so that several workers can split every global batch between them
     return tf.data.Dataset.from_tensor_slices((features, labels)).batch(len(pairs[0][1]))
-
-
-def global_batch(head: str, config, size: int, seed: int, index: int) -> dict:
-    """The global batch number ``index``: a function of the seed and the index only."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, index])
-    ids = rng.integers(5, config.vocab_size, (size, 12)).astype(np.int32)
-    mask = np.ones_like(ids)
-    mask[: size // 2, 9:] = 0
-    batch = {"input_ids": np.where(mask == 1, ids, 0), "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-    if head == "masked_lm":
-        chosen = (rng.random(ids.shape) < 0.3) & (mask == 1)
-        chosen[np.arange(size), 1] = True
-        batch["labels"] = np.where(chosen, ids, -100).astype(np.int32)
-        batch["input_ids"] = np.where(chosen, 4, batch["input_ids"]).astype(np.int32)
-    else:
-        batch["labels"] = rng.integers(0, config.num_labels, size).astype(np.int32)
-    return batch
 
 
 def _kill_hook() -> None:
@@ -209,8 +179,4 @@ Events = None
 
 if __name__ == "__main__":
     Events = _events()
-    try:
-        sys.exit(main())
-    except Exception as e:  # noqa: BLE001  one line, as a user would see it
-        print(f"keras_worker: error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    run_main(main, "keras_worker")

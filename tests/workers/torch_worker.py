@@ -14,9 +14,9 @@ go to ``--out`` (``.npz``, ``{pid}`` replaced by the rank).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
+
+from common import global_batch, pace, run_main, say
 
 
 def parse(argv=None):
@@ -37,18 +37,6 @@ def parse(argv=None):
     p.add_argument("--timeout", type=float, default=20, help="seconds any collective may wait")
     p.add_argument("--pace", type=float, default=0.0, help="seconds to wait after each step")
     return p.parse_args(argv)
-
-
-def pace(args) -> None:
-    """Wait ``--pace`` seconds: a step of a real run takes that long, so a test can kill it at a step."""
-    if args.pace:
-        import time
-
-        time.sleep(args.pace)
-
-
-def say(**event) -> None:
-    print(json.dumps(event), flush=True)
 
 
 def main(argv=None) -> int:
@@ -106,24 +94,6 @@ def main(argv=None) -> int:
     return 0
 
 
-def global_batch(head: str, config, size: int, seed: int, index: int) -> dict:
-    """The global batch number ``index``: a function of the seed and the index only."""
-    import numpy as np
-
-    rng = np.random.default_rng([seed, index])
-    ids = rng.integers(5, config.vocab_size, (size, 12))
-    mask = np.ones_like(ids)
-    mask[: size // 2, 9:] = 0
-    batch = {"input_ids": np.where(mask == 1, ids, 0), "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-    if head == "masked_lm":
-        chosen = (rng.random(ids.shape) < 0.3) & (mask == 1)
-        chosen[np.arange(size), 1] = True
-        batch["labels"] = np.where(chosen, ids, -100)
-    else:
-        batch["labels"] = rng.integers(0, config.num_labels, size)
-    return batch
-
-
 def _kill_hook() -> None:
     """With ROFORMER_TEST_KILL_IN_SAVE=N, SIGKILL this process halfway through writing the checkpoint
     of step N: half of its bytes are in the temporary file, none under the final name."""
@@ -154,8 +124,4 @@ def _kill_hook() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except Exception as e:  # noqa: BLE001  one line, as a user would see it
-        print(f"torch_worker: error: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
+    run_main(main, "torch_worker")
