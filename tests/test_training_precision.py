@@ -66,7 +66,7 @@ def _flax_losses(config, batch, bf16: bool) -> list[float]:
     return losses
 
 
-def _keras_losses(config, batch, bf16: bool) -> list[float]:
+def _keras_losses(config, batch, bf16: bool, jit: bool = False) -> list[float]:
     import keras
     import tensorflow as tf
 
@@ -74,7 +74,7 @@ def _keras_losses(config, batch, bf16: bool) -> list[float]:
 
     keras.utils.set_random_seed(0)  # the same weights and dropout seeds in both runs
     model = RoFormerForMaskedLM(config, dtype="mixed_bfloat16" if bf16 else "float32")
-    model.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE))
+    model.compile(optimizer=keras.optimizers.AdamW(LEARNING_RATE), jit_compile=jit)
     feed = {k: v for k, v in batch.items() if k != "labels"}
     out = model(**feed)
     assert out.loss.dtype == tf.float32 and (out.logits.dtype == tf.bfloat16) == bf16
@@ -87,7 +87,9 @@ def _keras_losses(config, batch, bf16: bool) -> list[float]:
 
 
 #: backend -> (config, numpy masked batch, bf16) -> the 20 training losses
-TRAINERS = {"torch": _torch_losses, "flax": _flax_losses, "keras": _keras_losses}
+TRAINERS = {"torch": _torch_losses, "flax": _flax_losses, "keras": _keras_losses,
+            # under XLA Keras' bf16 products are ours (roformer_tf.modeling.matmul), outside it oneDNN's
+            "keras-xla": lambda config, batch, bf16: _keras_losses(config, batch, bf16, jit=True)}
 
 
 @pytest.mark.parametrize("backend", list(TRAINERS))
@@ -102,6 +104,57 @@ def test_bf16_training_tracks_the_float32_loss_curve(backend):
     # labelled positions), never drifting away
     np.testing.assert_allclose(bf16, fp32, rtol=0.01, atol=0.01)
     assert abs(bf16[-1] - fp32[-1]) < 0.01 * (fp32[0] - fp32[-1])
+
+
+def _flax_product(x, kernel, transpose_b):
+    import jax
+    import jax.numpy as jnp
+
+    from roformer_flax.modeling import matmul
+
+    x, kernel = jnp.asarray(x, jnp.bfloat16), jnp.asarray(kernel, jnp.bfloat16)
+    product = (lambda x, k: matmul(x, k.T)) if transpose_b else matmul
+    y, pullback = jax.vjp(jax.jit(product), x, kernel)
+    return y, *pullback(jnp.ones_like(y))
+
+
+def _keras_product(x, kernel, transpose_b):
+    import tensorflow as tf
+
+    from roformer_tf.modeling import matmul
+
+    x, kernel = tf.constant(x, tf.bfloat16), tf.constant(kernel, tf.bfloat16)
+
+    @tf.function(jit_compile=True)
+    def product(x, kernel):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = matmul(x, kernel, transpose_b=transpose_b)
+        return y, *tape.gradient(y, [x, kernel])
+    return product(x, kernel)
+
+
+@pytest.mark.parametrize("backend, transpose_b", [("flax", False), ("flax", True), ("keras", False), ("keras", True)])
+def test_the_bf16_product_accumulates_in_float32_forward_and_backward(backend, transpose_b):
+    """The bfloat16 products of Flax and of Keras under XLA (PyTorch's are autocast's): each of the three
+    products of a [rows, in] x [in, out] layer, against float64 on the same bfloat16-rounded operands.
+    A float32 accumulator leaves only the result's rounding to bfloat16 (2^-9 relative); summing 512
+    terms in bfloat16 would lose several bits more."""
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0.5, 1.5, (2, 3, 512))  # positive terms: nothing cancels, so the relative error is clean
+    kernel = rng.uniform(0.5, 1.5, (512, 512))
+    stored = kernel.T if transpose_b else kernel
+    y, grad_x, grad_kernel = (_flax_product if backend == "flax" else _keras_product)(x, stored, transpose_b)
+    rounded = lambda a: np.asarray(np.asarray(a, np.float32).astype("bfloat16").astype(np.float64))  # noqa: E731
+    xr, kr = rounded(x), rounded(kernel)
+    want = {"y": xr @ kr, "grad_x": np.broadcast_to(kr.sum(1), x.shape),
+            "grad_kernel": np.broadcast_to(xr.reshape(-1, 512).sum(0)[:, None], kernel.shape)}
+    grad_kernel = np.asarray(grad_kernel)
+    got = {"y": y, "grad_x": grad_x, "grad_kernel": grad_kernel.T if transpose_b else grad_kernel}
+    for name, value in got.items():
+        assert np.asarray(value).dtype.name == "bfloat16", name
+        relative = np.abs(np.asarray(value, np.float64) - want[name]) / want[name]
+        assert relative.max() <= 2.0 ** -8, (name, relative.max())  # one bf16 rounding, at most half an ulp
 
 
 def _torch_gradients(config, batch, checkpointing: bool) -> dict:

@@ -53,9 +53,75 @@ def _initializer(config: RoFormerConfig):
     return keras.initializers.RandomNormal(mean=0.0, stddev=config.initializer_range)
 
 
+def _in_xla() -> bool:
+    """Whether the code being traced is compiled by XLA (``jit_compile=True``), where shapes must be static."""
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
+def matmul(x, kernel, transpose_b: bool = False):
+    """``x @ kernel`` over the last axis of ``x`` (``kernel``: [in, out], or [out, in] with ``transpose_b``),
+    as one 2-D product. Under XLA with bfloat16 operands (mixed precision) every product of the forward and
+    the backward pass takes bfloat16 and accumulates in float32, as ``roformer_flax.modeling.matmul`` does:
+    XLA:CPU runs that form on the AVX-512 BF16 units, while its bfloat16 product with a bfloat16 result is
+    no faster than float32. Outside XLA, oneDNN's bfloat16 product is already the fast one.
+
+    Example:
+        >>> x, k = tf.ones((2, 5, 3), tf.bfloat16), tf.ones((4, 3), tf.bfloat16)
+        >>> y = tf.function(lambda x, k: matmul(x, k, transpose_b=True), jit_compile=True)(x, k)
+        >>> y.shape, y.dtype.name, float(y[0, 0, 0])
+        (TensorShape([2, 5, 4]), 'bfloat16', 3.0)
+    """
+    shape = _shape_list(x)
+    flat = tf.reshape(x, [-1, shape[-1]])
+    if x.dtype == tf.bfloat16 and kernel.dtype == tf.bfloat16 and _in_xla():
+        out = _bf16_matmul(flat, kernel, transpose_b)
+    else:
+        out = tf.matmul(flat, kernel, transpose_b=transpose_b)
+    return tf.reshape(out, shape[:-1] + [out.shape[-1]])
+
+
+def _f32_accumulated(a, b, adj_x=False, adj_y=False):
+    return tf.raw_ops.BatchMatMulV3(x=a, y=b, Tout=tf.float32, adj_x=adj_x, adj_y=adj_y)
+
+
+def _bf16_matmul(x, kernel, transpose_b):
+    """[rows, in] x kernel in bfloat16 with float32 accumulation, forward and backward (XLA only: TensorFlow
+    has no such kernel outside it). TensorFlow's own gradient would multiply in bfloat16 with a bfloat16 result."""
+
+    @tf.custom_gradient
+    def product(x, kernel):
+        def grad(g):
+            grad_x = _f32_accumulated(g, kernel, adj_y=not transpose_b)
+            # the kernel's gradient in the kernel's own layout: no transpose of a [vocab, hidden] gradient
+            grad_kernel = _f32_accumulated(g, x, adj_x=True) if transpose_b else _f32_accumulated(x, g, adj_x=True)
+            return tf.cast(grad_x, x.dtype), tf.cast(grad_kernel, kernel.dtype)
+
+        return tf.cast(_f32_accumulated(x, kernel, adj_y=transpose_b), x.dtype), grad
+
+    return product(x, kernel)
+
+
+class Dense(keras.layers.Dense):
+    """``keras.layers.Dense`` whose product is :func:`matmul` (bfloat16 accumulated in float32 under XLA);
+    the same variables, names and initializers. Quantized or LoRA layers keep Keras' own call.
+
+    Example:
+        >>> layer = Dense(4, name="query")
+        >>> layer(tf.ones((2, 5, 3))).shape, [v.path for v in layer.weights]
+        (TensorShape([2, 5, 4]), ['query/kernel', 'query/bias'])
+    """
+
+    def call(self, inputs, training=None):
+        if self.quantization_mode is not None or self.lora_enabled:
+            return super().call(inputs, training=training)
+        x = matmul(inputs, self.kernel)
+        if self.bias is not None:
+            x = x + self.bias
+        return x if self.activation is None else self.activation(x)
+
+
 def _dense(config: RoFormerConfig, in_dim: int, units: int, name: str, dtype, use_bias: bool = True):
-    layer = keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=_initializer(config), name=name,
-                               dtype=dtype)
+    layer = Dense(units, use_bias=use_bias, kernel_initializer=_initializer(config), name=name, dtype=dtype)
     layer.build((None, in_dim))
     return layer
 
@@ -138,7 +204,8 @@ def rotate_pairs(x: tf.Tensor) -> tf.Tensor:
     """(x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...) on the last axis."""
     shape = _shape_list(x)
     pairs = tf.reshape(x, shape[:-1] + [shape[-1] // 2, 2])
-    return tf.reshape(tf.stack((-pairs[..., 1], pairs[..., 0]), axis=-1), shape)
+    # a reverse and a sign, not two strided slices: their gradient (StridedSliceGrad) was 15% of a training step
+    return tf.reshape(tf.reverse(pairs, [-1]) * tf.constant([-1, 1], x.dtype), shape)
 
 
 def apply_rotary(x: tf.Tensor, sin: tf.Tensor, cos: tf.Tensor) -> tf.Tensor:
@@ -436,13 +503,9 @@ class RoFormerPredictionHeadTransform(keras.layers.Layer):
         return self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))
 
 
-def _in_xla() -> bool:
-    """Whether the code being traced is compiled by XLA (``jit_compile=True``), where shapes must be static."""
-    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
-
-
 def _sparse_rows_matmul(x, weight):
-    """``x @ weight.T`` whose backward multiplies only the rows of the output gradient that are not all zero.
+    """``x @ weight.T`` (``x``: [rows, in]) whose backward multiplies only the rows of the output gradient
+    that are not all zero.
 
     The vocabulary projection's output gradient is zero at every position without a label (85% of
     them in masked-LM training), so its two backward matmuls shrink to the labelled rows; the rows
@@ -450,19 +513,17 @@ def _sparse_rows_matmul(x, weight):
     """
 
     @tf.custom_gradient
-    def matmul(x, weight):
+    def product(x, weight):
         def grad(g):
-            flat_x = tf.reshape(x, [-1, tf.shape(x)[-1]])
-            flat_g = tf.reshape(g, [-1, tf.shape(g)[-1]])
-            rows = tf.where(tf.reduce_any(tf.not_equal(flat_g, 0), axis=-1))
-            g = tf.gather_nd(flat_g, rows)
-            grad_x = tf.scatter_nd(rows, tf.matmul(g, weight), tf.shape(flat_x, out_type=rows.dtype))
-            grad_w = tf.matmul(g, tf.gather_nd(flat_x, rows), transpose_a=True)
-            return tf.reshape(grad_x, tf.shape(x)), grad_w
+            rows = tf.where(tf.reduce_any(tf.not_equal(g, 0), axis=-1))
+            g = tf.gather_nd(g, rows)
+            grad_x = tf.scatter_nd(rows, tf.matmul(g, weight), tf.shape(x, out_type=rows.dtype))
+            grad_w = tf.matmul(g, tf.gather_nd(x, rows), transpose_a=True)
+            return grad_x, grad_w
 
         return tf.matmul(x, weight, transpose_b=True), grad
 
-    return matmul(x, weight)
+    return product(x, weight)
 
 
 def project(x, weight, bias=None, sparse_grad: bool = False):
@@ -479,11 +540,13 @@ def project(x, weight, bias=None, sparse_grad: bool = False):
         >>> float(tf.reduce_sum(tf.abs(tf.gather(gx, [0, 2, 3])))), bool(np.allclose(gw, tf.broadcast_to(x[1], [5, 3])))
         (0.0, True)
     """
-    weight = tf.convert_to_tensor(weight)
-    if sparse_grad and not _in_xla():
-        out = _sparse_rows_matmul(x, tf.cast(weight, x.dtype))
+    weight = tf.cast(weight, x.dtype)
+    if not sparse_grad or _in_xla():
+        out = matmul(x, weight, transpose_b=True)
     else:
-        out = tf.matmul(x, weight, transpose_b=True)
+        shape = _shape_list(x)
+        out = _sparse_rows_matmul(tf.reshape(x, [-1, shape[-1]]), weight)
+        out = tf.reshape(out, shape[:-1] + [out.shape[-1]])
     return out if bias is None else out + bias
 
 
