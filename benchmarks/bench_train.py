@@ -349,6 +349,9 @@ class Runner:
                 self.proc.wait()
 
 
+#: a pause before each runner's turn, so that no runner pays for the one before it
+SETTLE_S = float(os.environ.get("BENCH_SETTLE_S", "1.0"))
+
 #: runner name -> CPU seconds per step, per round (filled by :func:`race`)
 CPU_TIMES: dict[str, list[float]] = {}
 
@@ -366,6 +369,7 @@ def race(group: str, specs: list[tuple], rounds: int, steps: int, config: dict, 
             print(f"  [{group}] {name}: ready (warm-up {runner.warmup_s:.1f} s)", flush=True)
         for r in range(rounds):
             for runner in runners:
+                time.sleep(SETTLE_S)  # the previous runner's worker threads spin a while after its last step
                 reply = runner.step(steps)
                 times.setdefault(runner.name, []).append(reply["seconds"])
                 CPU_TIMES.setdefault(runner.name, []).append(reply["cpu"])
