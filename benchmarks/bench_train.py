@@ -22,7 +22,8 @@ Sections (``--only`` picks some; all by default):
 
 Every runner is a subprocess (the reference ones in the oracle venv), set up and warmed up first
 (tracing, XLA compilation), then the runners of one framework take turns, round after round, so a
-burst of load from other jobs hits them alike; the median and best seconds per step print, with the
+burst of load from other jobs hits them alike (each turn after a 1 s pause, ``BENCH_SETTLE_S``, so that no
+runner pays for the threads of the one before it); the median and best seconds per step print, with the
 ratios to the reference of the same framework (``speed x`` = reference time / our time).
 
 Ours in Keras: ``fit`` with and without XLA (``jit_compile``), ``masked_positions`` in float32 and
