@@ -101,12 +101,12 @@ def _bf16_matmul(x, kernel, transpose_b):
     return product(x, kernel)
 
 
-class Dense(keras.layers.Dense):
+class _Dense(keras.layers.Dense):
     """``keras.layers.Dense`` whose product is :func:`matmul` (bfloat16 accumulated in float32 under XLA);
     the same variables, names and initializers. Quantized or LoRA layers keep Keras' own call.
 
     Example:
-        >>> layer = Dense(4, name="query")
+        >>> layer = _Dense(4, name="query")
         >>> layer(tf.ones((2, 5, 3))).shape, [v.path for v in layer.weights]
         (TensorShape([2, 5, 4]), ['query/kernel', 'query/bias'])
     """
@@ -121,7 +121,7 @@ class Dense(keras.layers.Dense):
 
 
 def _dense(config: RoFormerConfig, in_dim: int, units: int, name: str, dtype, use_bias: bool = True):
-    layer = Dense(units, use_bias=use_bias, kernel_initializer=_initializer(config), name=name, dtype=dtype)
+    layer = _Dense(units, use_bias=use_bias, kernel_initializer=_initializer(config), name=name, dtype=dtype)
     layer.build((None, in_dim))
     return layer
 
